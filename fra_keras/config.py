@@ -160,6 +160,9 @@ class FRAConfig:
         if self.decoder_dim % 4:
             raise ConfigError(f"decoder_dim={self.decoder_dim} must be divisible by 4 (2-D sine "
                               "positional encoding uses decoder_dim/2 features per axis, in sin/cos pairs)")
+        if self.decoder_dim != self.proj_dim:
+            raise ConfigError(f"decoder_dim={self.decoder_dim} must equal proj_dim={self.proj_dim}: heatmaps are "
+                              "cosines between mask embeddings and pixel projections (256 and 256 in the paper)")
         if self.image_size < 32:
             raise ConfigError(f"image_size={self.image_size} must be >= 32 (the ResNet stem and four "
                               "stages need at least a 1x1 output)")

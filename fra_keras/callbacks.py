@@ -1,0 +1,204 @@
+"""Training callbacks that never lose work: atomic checkpoints with resume, and a non-finite-loss guard.
+
+Checkpoint layout (inside a run's `checkpoints/` folder)::
+
+    checkpoints/
+      epoch-0003/            one folder per saved epoch, written as `.tmp-*` then renamed
+        model.weights.h5     every model variable (online, target, prototypes, BN statistics) and the
+                             optimiser state (iterations, LARS momentum buffers)
+        state.json           {"epoch": 3, "step": 75, ...}: epochs completed, optimiser steps
+      latest                 text file naming the newest complete folder (replaced atomically)
+
+A crash at any moment leaves `latest` pointing at a complete checkpoint: the folder is complete before
+it gets its final name, and `latest` is replaced with `os.replace`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+
+import keras
+
+from fra_keras.config import atomic_write_text
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN / Inf loss; the last good checkpoint is kept."""
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stop training at the first batch whose running loss is NaN or Inf.
+
+    Unlike `keras.callbacks.TerminateOnNaN` it remembers what happened (`self.failure`), so the caller
+    can report it clearly, and `AtomicCheckpoint` refuses to save after it.
+    """
+
+    def __init__(self, monitor="loss"):
+        super().__init__()
+        self.monitor = monitor
+        self.failure = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        if not math.isfinite(value):
+            step = int(self.model.optimizer.iterations.numpy())
+            self.failure = (f"non-finite {self.monitor}={value} at optimizer step {step} (batch {batch} of "
+                            "the epoch); training stopped, the last good checkpoint is kept. Lower the "
+                            "learning rate, check the input data, or use float32 precision.")
+            self.model.stop_training = True
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Save the full training state at the end of every `every_epochs` epochs, atomically.
+
+    Args:
+      directory: the `checkpoints/` folder of a run.
+      every_epochs: save period in epochs (the last epoch of `fit` is always saved).
+      keep: how many checkpoint folders to keep (older ones are deleted after a new one is complete).
+      guard: an optional `NonFiniteLossGuard`; no checkpoint is written after it fired.
+    """
+
+    def __init__(self, directory, every_epochs=1, keep=2, guard=None):
+        super().__init__()
+        self.directory = directory
+        self.every_epochs = max(int(every_epochs), 1)
+        self.keep = max(int(keep), 1)
+        self.guard = guard
+        self._epochs = None
+
+    def on_train_begin(self, logs=None):
+        self._epochs = self.params.get("epochs") if self.params else None
+        os.makedirs(self.directory, exist_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard is not None and self.guard.failure:
+            return
+        if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
+            return
+        done = epoch + 1
+        if done % self.every_epochs and done != self._epochs:
+            return
+        save_checkpoint(self.model, self.directory, done, logs)
+        self._prune()
+
+    def _prune(self):
+        folders = sorted(f for f in os.listdir(self.directory) if f.startswith("epoch-"))
+        for old in folders[:-self.keep]:
+            shutil.rmtree(os.path.join(self.directory, old), ignore_errors=True)
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """One CSV row per epoch with every logged metric (like `CSVLogger`, without empty `val_` columns).
+
+    Rows are appended and flushed at each epoch end; with `append=True` (resume) the file is continued,
+    and rows of epochs that will be re-run are dropped first, so the file never holds an epoch twice.
+    """
+
+    def __init__(self, path, append=False):
+        super().__init__()
+        self.path = path
+        self.append = append
+        self.keys = None
+
+    def on_train_begin(self, logs=None):
+        import csv
+
+        rows = []
+        if self.append and os.path.isfile(self.path):
+            with open(self.path) as f:
+                reader = csv.DictReader(f)
+                self.keys = [k for k in (reader.fieldnames or []) if k != "epoch"] or None
+                rows = list(reader)
+        initial = getattr(self, "initial_epoch", None)
+        if initial is not None:
+            rows = [r for r in rows if int(r["epoch"]) < initial]
+        if self.keys is not None:
+            self._rewrite(rows)
+        elif os.path.exists(self.path) and not self.append:
+            os.remove(self.path)
+
+    def _rewrite(self, rows):
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["epoch"] + self.keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+    def on_epoch_end(self, epoch, logs=None):
+        import csv
+
+        logs = {k: _to_float(v) for k, v in (logs or {}).items() if _to_float(v) is not None}
+        new_file = self.keys is None
+        if new_file:
+            self.keys = sorted(logs)
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["epoch"] + self.keys, extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
+            writer.writerow({"epoch": epoch, **logs})
+
+
+def save_checkpoint(model, directory, epoch, logs=None):
+    """Write `directory/epoch-XXXX/` atomically and point `latest` at it. Returns the folder path."""
+    os.makedirs(directory, exist_ok=True)
+    name = f"epoch-{epoch:04d}"
+    tmp = os.path.join(directory, f".tmp-{name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    model.save_weights(os.path.join(tmp, "model.weights.h5"))
+    state = {"epoch": int(epoch), "step": int(model.optimizer.iterations.numpy()) if model.optimizer else 0,
+             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+             "logs": {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}}
+    atomic_write_text(os.path.join(tmp, "state.json"), json.dumps(state, indent=2) + "\n")
+    final = os.path.join(directory, name)
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    atomic_write_text(os.path.join(directory, "latest"), name + "\n")
+    return final
+
+
+def latest_checkpoint(directory):
+    """(folder, state dict) of the newest complete checkpoint in `directory`, or (None, None)."""
+    pointer = os.path.join(directory, "latest")
+    if not os.path.isfile(pointer):
+        return None, None
+    with open(pointer) as f:
+        folder = os.path.join(directory, f.read().strip())
+    state_path = os.path.join(folder, "state.json")
+    if not os.path.isfile(state_path) or not os.path.isfile(os.path.join(folder, "model.weights.h5")):
+        return None, None
+    with open(state_path) as f:
+        return folder, json.load(f)
+
+
+def restore_checkpoint(model, folder):
+    """Load a checkpoint folder into a compiled model (optimiser built). Returns its state dict."""
+    if model.optimizer is None:
+        raise ValueError("restore_checkpoint needs a compiled model (the optimiser state is restored too)")
+    model.load_weights(os.path.join(folder, "model.weights.h5"))
+    with open(os.path.join(folder, "state.json")) as f:
+        return json.load(f)
+
+
+def _to_float(value):
+    """float(value), or None when it is not a number (NaN / Inf are kept)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_number(value):
+    number = _to_float(value)
+    return number is not None and math.isfinite(number)

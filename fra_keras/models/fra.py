@@ -1,0 +1,311 @@
+"""`FRA(keras.Model)`: online + EMA target networks, predictors, prototypes and the training step.
+
+Data flow of one step (DESIGN.md section 4, METHOD.md sections 2-3), global batch B, K regions:
+  view1, view2 --online--> z_a (B,D), r_a (B,K,D), S^o_a (B,h,w,K)   (a = 1, 2)
+               --target--> z'_a, r'_a, S^t_a                         (EMA weights, no gradient)
+  L = sum over (a,b) in {(1,2),(2,1)} of [ lam * L_g(q(z_a), z'_b) + (1-lam) * L_r(q_o(r_a), r'_b) ]
+      + w_clu * 0.5 * sum_a clustering(S^o_a, S^t_a)
+then one optimiser step on the online network and predictors, then the EMA update of the target with
+the cosine momentum, and the prototype EMA of both networks.
+
+The target runs in training mode (batch-statistics BatchNorm, active dropout), as the reference's
+`FRAB` does; it starts as a copy of the online weights, its BN statistics and prototypes are its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import keras
+import tensorflow as tf
+
+from fra_keras import distributed, losses
+from fra_keras.config import ConfigError, FRAConfig
+from fra_keras.models.backbone import build_backbone
+from fra_keras.models.heads import MLPHead
+from fra_keras.models.neck import FRANeck
+from fra_keras.optimizers import build_optimizer, ema_momentum
+
+METRIC_NAMES = ("loss", "loss_global", "loss_region", "loss_cluster", "z_std", "region_entropy",
+                "ema_momentum", "lr")
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Build layers under a Keras dtype policy, restoring the previous global policy afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def resolve_jit_compile(mode) -> bool:
+    """`auto` -> XLA on when a GPU / TPU is visible, off on CPU (measured slower there, STACK.md)."""
+    mode = str(mode).lower()
+    if mode in ("true", "1"):
+        return True
+    if mode in ("false", "0"):
+        return False
+    return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+
+
+def _views(data):
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+    if isinstance(x, dict):
+        if "view1" not in x or "view2" not in x:
+            raise ValueError(f"FRA expects batches {{'view1': images, 'view2': images}}; got keys {sorted(x)}")
+        return x["view1"], x["view2"]
+    if isinstance(x, (tuple, list)) and len(x) == 2:
+        return x[0], x[1]
+    raise ValueError("FRA expects batches {'view1': (B,H,W,3), 'view2': (B,H,W,3)} or a pair of image "
+                     f"tensors; got {type(x).__name__}")
+
+
+@keras.saving.register_keras_serializable(package="fra_keras")
+class FRA(keras.Model):
+    """FRA self-supervised pre-training model.
+
+    Args:
+      config: a `FRAConfig`, a dict of its fields, or None for the paper preset.
+    Attributes:
+      backbone: online ResNet, a plain functional `keras.Model` images (B,H,W,3) -> (B,h,w,C).
+      neck / predictor / region_predictor: online heads. target_backbone / target_neck: EMA copies.
+      prototypes: (K, D) EMA of the batch-mean mask embeddings, used for inference heatmaps.
+    """
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(**kwargs)
+        if config is None:
+            config = FRAConfig()
+        elif isinstance(config, dict):
+            config = FRAConfig.from_dict(config)
+        elif not isinstance(config, FRAConfig):
+            raise ConfigError(f"config={config!r} must be a FRAConfig, a dict of its fields or None")
+        self.config = config
+        c = config
+        with dtype_policy(c.precision):
+            self.backbone = build_backbone(c, name="backbone")
+            self.target_backbone = build_backbone(c, name="target_backbone")
+            neck = dict(hidden_dim=c.hidden_dim, proj_dim=c.proj_dim, num_regions=c.num_regions,
+                        decoder_dim=c.decoder_dim, decoder_heads=c.decoder_heads, decoder_layers=c.decoder_layers,
+                        decoder_ffn_dim=c.decoder_ffn_dim, decoder_dropout=c.decoder_dropout,
+                        heatmap_scale=c.heatmap_scale, region_branch=c.region_losses,
+                        bn_momentum=c.bn_momentum, bn_epsilon=c.bn_epsilon, synchronized=c.sync_batchnorm)
+            self.neck = FRANeck(name="neck", **neck)
+            self.target_neck = FRANeck(name="target_neck", **neck)
+            mlp = dict(bn_momentum=c.bn_momentum, bn_epsilon=c.bn_epsilon, synchronized=c.sync_batchnorm)
+            self.predictor = MLPHead(c.hidden_dim, c.proj_dim, name="predictor", **mlp)
+            self.region_predictor = (MLPHead(c.hidden_dim, c.proj_dim, name="region_predictor", **mlp)
+                                     if c.region_losses else None)
+        feature_shape = (None, None, None, c.feature_channels)
+        for neck_layer in (self.neck, self.target_neck):
+            neck_layer.build(feature_shape)
+        self.predictor.build((None, c.proj_dim))
+        if self.region_predictor is not None:
+            self.region_predictor.build((None, None, c.proj_dim))
+        # `proto` buffers (METHOD.md 2.3 step 7): randn init, EMA 0.9, no gradient; one per network.
+        proto_init = keras.initializers.RandomNormal(0.0, 1.0)
+        self.prototypes = self.add_weight(shape=(c.num_regions, c.proj_dim), initializer=proto_init,
+                                          trainable=False, dtype="float32", name="prototypes")
+        self.target_prototypes = self.add_weight(shape=(c.num_regions, c.proj_dim), initializer=proto_init,
+                                                 trainable=False, dtype="float32", name="target_prototypes")
+        self._fra_trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+        self.total_steps = c.total_steps() if c.steps_per_epoch else None
+        self.copy_online_to_target()
+        self.built = True
+
+    # ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name="tiny", **overrides):
+        """`FRA.from_preset("tiny" | "paper", **FRAConfig field overrides)`."""
+        return cls(FRAConfig.from_preset(name, **overrides))
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # Variable groups --------------------------------------------------------------------------
+    @property
+    def online_variables(self):
+        """Trainable variables of the online network (backbone + neck): the EMA sources."""
+        return self.backbone.trainable_variables + self.neck.trainable_variables
+
+    @property
+    def target_variables(self):
+        """The target variables that mirror `online_variables`, in the same order."""
+        return self.target_backbone.trainable_variables + self.target_neck.trainable_variables
+
+    @property
+    def optimized_variables(self):
+        """What the optimiser updates: online network + predictors (never the target)."""
+        out = self.online_variables + self.predictor.trainable_variables
+        if self.region_predictor is not None:
+            out += self.region_predictor.trainable_variables
+        return out
+
+    def copy_online_to_target(self):
+        """target <- online for every mirrored variable (BN statistics and prototypes stay separate)."""
+        for t, o in zip(self.target_variables, self.online_variables):
+            t.assign(o)
+
+    @property
+    def metrics(self):
+        return list(self._fra_trackers.values())
+
+    # Compile ----------------------------------------------------------------------------------
+    def compile(self, optimizer=None, steps_per_epoch=None, jit_compile=None, **kwargs):
+        """Compile with the config's optimiser and schedules unless `optimizer` is given.
+
+        Args:
+          steps_per_epoch: overrides `config.steps_per_epoch` for planning the learning-rate and EMA
+            schedules (total steps = epochs * steps_per_epoch).
+          jit_compile: None -> the config's `jit_compile` ("auto": XLA on GPU / TPU only).
+        """
+        spe = steps_per_epoch or self.config.steps_per_epoch
+        if spe is None:
+            raise ConfigError("steps_per_epoch=None: FRA plans its learning-rate warm-up / cosine and EMA "
+                              "schedules over epochs * steps_per_epoch; pass compile(steps_per_epoch=...) or "
+                              "set FRAConfig.steps_per_epoch")
+        self.total_steps = int(self.config.epochs * spe)
+        if optimizer is None:
+            optimizer = build_optimizer(self.config, spe)
+        if jit_compile is None:
+            jit_compile = resolve_jit_compile(self.config.jit_compile)
+        kwargs.pop("loss", None)
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        if not self.optimizer.built:
+            self.optimizer.build(self.optimized_variables)
+
+    def compile_from_config(self, config):
+        # A reloaded .keras model: rebuild the optimiser with our variable list (not the whole model's).
+        config = dict(config)
+        optimizer = keras.optimizers.deserialize(config.pop("optimizer")) if config.get("optimizer") else None
+        self.compile(optimizer=optimizer, jit_compile=config.get("jit_compile", "auto") is True or None)
+
+    # Forward passes ---------------------------------------------------------------------------
+    def _run_network(self, backbone, neck, images, training):
+        features = backbone(images, training=training)
+        out = neck(features, training=training)
+        out["features"] = features
+        return out
+
+    def call(self, images, training=False):
+        """Pooled online backbone features (B, C): the representation used downstream."""
+        return self.embed(images, training=training)
+
+    def embed(self, images, training=False):
+        """(B, H, W, 3) normalised images -> (B, C) global-average-pooled backbone features."""
+        return tf.reduce_mean(self.backbone(images, training=training), axis=[1, 2])
+
+    def heatmaps(self, images, training=False):
+        """Inference heatmaps (B, h, w, K): pixel projections against the prototype embeddings."""
+        if not self.config.region_losses:
+            raise ValueError("heatmaps() needs the region branch; this model has region_losses=False")
+        features = self.backbone(images, training=training)
+        pixel = self.neck.pixel_proj(features, training=training)
+        return losses.region_attention(losses.region_logits(pixel, self.prototypes), self.config.heatmap_scale)
+
+    # Losses -----------------------------------------------------------------------------------
+    def _compute_losses(self, online, target, training=True):
+        """Total loss and its logged parts from the per-view outputs of both networks."""
+        c = self.config
+        z = [tf.cast(self.predictor(o["z"], training=training), tf.float32) for o in online]
+        parts = {}
+        global_terms = [losses.cosine_regression_loss(z[0], target[1]["z"]),
+                        losses.cosine_regression_loss(z[1], target[0]["z"])]
+        parts["loss_global"] = 0.5 * (global_terms[0] + global_terms[1])
+        if not c.region_losses:
+            total = global_terms[0] + global_terms[1]
+            parts["loss_region"] = tf.constant(0.0)
+            parts["loss_cluster"] = tf.constant(0.0)
+            return total, parts
+        r = [self.region_predictor(o["regions"], training=training) for o in online]
+        region_terms = [losses.region_loss(r[0], target[1]["regions"], c.decorrelation_weight),
+                        losses.region_loss(r[1], target[0]["regions"], c.decorrelation_weight)]
+        cluster_terms = []
+        for o, t in zip(online, target):  # same view, online (student) vs target (teacher)
+            k = c.num_regions
+            cluster_terms.append(losses.clustering_loss(
+                tf.reshape(o["logits"], [-1, k]), tf.reshape(t["logits"], [-1, k]),
+                c.student_temperature, c.teacher_temperature, c.sinkhorn_iterations, c.me_max_weight))
+        lam = c.global_loss_weight
+        loss_cluster = 0.5 * (cluster_terms[0] + cluster_terms[1])
+        # The two directions are summed, not averaged (METHOD.md 3.5).
+        total = (lam * (global_terms[0] + global_terms[1]) + (1.0 - lam) * (region_terms[0] + region_terms[1])
+                 + c.cluster_loss_weight * loss_cluster)
+        parts["loss_region"] = 0.5 * (region_terms[0] + region_terms[1])
+        parts["loss_cluster"] = loss_cluster
+        return total, parts
+
+    def _health(self, online):
+        """Collapse and region-usage signals (no gradient)."""
+        z = tf.math.l2_normalize(tf.cast(online[0]["z"], tf.float32), axis=-1)
+        # Per-dimension std of the normalised embeddings over the batch; ~1/sqrt(D) when healthy, 0 when
+        # collapsed (BYOL / SimSiam collapse monitor).
+        z_std = tf.reduce_mean(tf.math.reduce_std(z, axis=0))
+        if not self.config.region_losses:
+            return z_std, tf.constant(0.0)
+        # Fraction of pixels whose heatmap argmax is region k (hard usage: the soft heatmaps at scale 1
+        # are always nearly uniform, so their mean would say little).
+        k = self.config.num_regions
+        winners = tf.one_hot(tf.argmax(online[0]["attention"], axis=-1), k, dtype=tf.float32)
+        usage = distributed.cross_replica_mean(tf.reduce_mean(tf.reshape(winners, [-1, k]), axis=0))
+        entropy = -tf.reduce_sum(usage * tf.math.log(tf.maximum(usage, 1e-30)))
+        return z_std, entropy / math.log(self.config.num_regions)
+
+    def _update_trackers(self, values):
+        for name, value in values.items():
+            self._fra_trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self._fra_trackers.items()}
+
+    # Training ---------------------------------------------------------------------------------
+    def train_step(self, data):
+        if self.total_steps is None:
+            raise ConfigError("FRA.compile(steps_per_epoch=...) must run before training")
+        view1, view2 = _views(data)
+        step = tf.convert_to_tensor(self.optimizer.iterations)
+        target = [self._run_network(self.target_backbone, self.target_neck, v, True) for v in (view1, view2)]
+        target = [{k: tf.stop_gradient(v) for k, v in t.items()} for t in target]
+        variables = self.optimized_variables
+        with tf.GradientTape() as tape:
+            online = [self._run_network(self.backbone, self.neck, v, True) for v in (view1, view2)]
+            loss, parts = self._compute_losses(online, target)
+            # Gradients are summed over replicas: each replica contributes 1/num_replicas of the loss.
+            scaled = self.optimizer.scale_loss(loss / distributed.num_replicas())
+        lr = self.optimizer.learning_rate  # the rate this step uses (read before `iterations` moves)
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+
+        momentum = ema_momentum(step, self.total_steps, self.config.ema_momentum)
+        for t_var, o_var in zip(self.target_variables, self.online_variables):
+            t_var.assign(momentum * t_var + (1.0 - momentum) * tf.cast(o_var, t_var.dtype))
+        if self.config.region_losses:
+            p = self.config.proto_momentum  # one update per forward, i.e. per view (METHOD.md 2.3 step 7)
+            for proto, outs in ((self.prototypes, online), (self.target_prototypes, target)):
+                value = proto
+                for out in outs:
+                    value = p * value + (1.0 - p) * tf.stop_gradient(out["mask_mean"])
+                proto.assign(value)
+
+        z_std, entropy = self._health(online)
+        return self._update_trackers(dict(
+            loss=distributed.cross_replica_mean(loss), z_std=z_std, region_entropy=entropy,
+            ema_momentum=momentum, lr=tf.cast(lr, tf.float32),
+            **{k: distributed.cross_replica_mean(v) for k, v in parts.items()}))
+
+    def test_step(self, data):
+        view1, view2 = _views(data)
+        target = [self._run_network(self.target_backbone, self.target_neck, v, False) for v in (view1, view2)]
+        online = [self._run_network(self.backbone, self.neck, v, False) for v in (view1, view2)]
+        loss, parts = self._compute_losses(online, target, training=False)
+        z_std, entropy = self._health(online)
+        values = dict(loss=loss, z_std=z_std, region_entropy=entropy, **parts)
+        for name, value in values.items():
+            self._fra_trackers[name].update_state(value)
+        return {name: self._fra_trackers[name].result() for name in values}

@@ -1,0 +1,177 @@
+"""The facial-mask-embedding decoder (METHOD.md 2.3 step 3; the reference's `TransformerPredictor`).
+
+K learnable query embeddings act as *query positional embeddings* over a zero target; two post-norm
+DETR decoder layers (self-attention, cross-attention to the 1x1-projected backbone map with 2-D sine
+positions, FFN) and a final LayerNorm refine them; a 3-layer MLP gives the K mask embeddings E (B, K, D).
+The decoder attends to the raw backbone map F, not to the pixel projection.
+
+Initialisers follow the PyTorch reference:
+* input projection: kaiming_uniform(a=1) -> VarianceScaling(1, fan_in, uniform), bias 0;
+* everything inside the transformer with rank > 1: xavier_uniform -> GlorotUniform; MHA biases 0;
+  the FFN biases keep PyTorch's Linear default U(+-1/sqrt(fan_in));
+* the mask-embedding MLP: PyTorch Linear default -> VarianceScaling(1/3, fan_in, uniform), same bias;
+* the query embeddings: nn.Embedding default N(0, 1).
+LayerNorm epsilon is PyTorch's 1e-5 (Keras' default is 1e-3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+
+def torch_linear_bias(fan_in):
+    """PyTorch's default Linear bias init, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+def torch_linear_kernel():
+    """PyTorch's default Linear weight init (kaiming_uniform with a=sqrt(5)) == U(+-1/sqrt(fan_in))."""
+    return keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
+def sine_position_encoding(height, width, dim, temperature=10000.0, scale=2.0 * math.pi):
+    """DETR 2-D sine positional encoding, normalised (METHOD.md 2.3 step 3).
+
+    Row / column indices 1..h / 1..w are divided by (h + 1e-6) / (w + 1e-6) and multiplied by 2 pi;
+    for i in 0..dim/2-1, dim_t[i] = temperature ** (2 * floor(i / 2) / (dim / 2)); channels interleave
+    sin (even i) and cos (odd i); the output is concat(pos_y, pos_x).
+    Returns: (h, w, dim) float32.
+    """
+    npf = dim // 2
+    y = (tf.range(1, height + 1, dtype=tf.float32) / (tf.cast(height, tf.float32) + 1e-6)) * scale
+    x = (tf.range(1, width + 1, dtype=tf.float32) / (tf.cast(width, tf.float32) + 1e-6)) * scale
+    i = tf.range(npf, dtype=tf.float32)
+    dim_t = tf.pow(float(temperature), 2.0 * tf.floor(i / 2.0) / float(npf))
+    even = tf.cast(tf.range(npf) % 2 == 0, tf.float32)
+
+    def encode(p):  # (n,) -> (n, npf)
+        a = p[:, None] / dim_t[None, :]
+        return even * tf.sin(a) + (1.0 - even) * tf.cos(a)
+
+    pos_y = tf.broadcast_to(encode(y)[:, None, :], [height, width, npf])
+    pos_x = tf.broadcast_to(encode(x)[None, :, :], [height, width, npf])
+    return tf.concat([pos_y, pos_x], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="fra_keras")
+class DecoderLayer(layers.Layer):
+    """One post-norm DETR decoder layer: self-attention, cross-attention, FFN, each with residual + LN.
+
+    tgt (B, K, D), memory (B, L, D), pos (1 or B, L, D), query_pos (1 or B, K, D) -> (B, K, D).
+    Positions are added to queries and keys only, never to values.
+    """
+
+    def __init__(self, dim=256, num_heads=8, ffn_dim=256, dropout=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.num_heads, self.ffn_dim, self.dropout = int(dim), int(num_heads), int(ffn_dim), float(dropout)
+        key_dim = self.dim // self.num_heads
+        mha = dict(num_heads=self.num_heads, key_dim=key_dim, dropout=self.dropout,
+                   kernel_initializer="glorot_uniform", bias_initializer="zeros", dtype=self.dtype_policy)
+        self.self_attn = layers.MultiHeadAttention(name="self_attn", **mha)
+        self.cross_attn = layers.MultiHeadAttention(name="cross_attn", **mha)
+        self.linear1 = layers.Dense(self.ffn_dim, kernel_initializer="glorot_uniform",
+                                    bias_initializer=torch_linear_bias(self.dim), dtype=self.dtype_policy,
+                                    name="linear1")
+        self.linear2 = layers.Dense(self.dim, kernel_initializer="glorot_uniform",
+                                    bias_initializer=torch_linear_bias(self.ffn_dim), dtype=self.dtype_policy,
+                                    name="linear2")
+        self.norm1, self.norm2, self.norm3 = (
+            layers.LayerNormalization(epsilon=1e-5, dtype=self.dtype_policy, name=f"norm{i}") for i in (1, 2, 3))
+        self.drop1, self.drop2, self.drop3, self.drop_ffn = (
+            layers.Dropout(self.dropout, dtype=self.dtype_policy) for _ in range(4))
+
+    def build(self, tgt_shape, memory_shape=None):
+        d = self.dim
+        self.self_attn.build((None, None, d), (None, None, d), (None, None, d))
+        self.cross_attn.build((None, None, d), (None, None, d), (None, None, d))
+        self.linear1.build((None, None, d))
+        self.linear2.build((None, None, self.ffn_dim))
+        for norm in (self.norm1, self.norm2, self.norm3):
+            norm.build((None, None, d))
+        self.built = True
+
+    def call(self, tgt, memory, pos, query_pos, training=None):
+        q = tgt + query_pos
+        sa = self.self_attn(query=q, value=tgt, key=q, training=training)
+        tgt = self.norm1(tgt + self.drop1(sa, training=training))
+        ca = self.cross_attn(query=tgt + query_pos, value=memory, key=memory + pos, training=training)
+        tgt = self.norm2(tgt + self.drop2(ca, training=training))
+        ffn = self.linear2(self.drop_ffn(keras.ops.relu(self.linear1(tgt)), training=training))
+        return self.norm3(tgt + self.drop3(ffn, training=training))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dim=self.dim, num_heads=self.num_heads, ffn_dim=self.ffn_dim, dropout=self.dropout)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="fra_keras")
+class MaskDecoder(layers.Layer):
+    """Backbone map F (B, h, w, C) -> K facial mask embeddings E (B, K, D).
+
+    Args:
+      num_queries: K (8 in the paper recipe).
+      dim: transformer width D (256), also the mask-embedding size.
+      num_heads: 8 (head size 32). num_layers: 2 decoder layers. ffn_dim: 256. dropout: 0.1 (also on
+      the attention weights, like nn.MultiheadAttention(dropout=0.1)).
+    """
+
+    def __init__(self, num_queries=8, dim=256, num_heads=8, num_layers=2, ffn_dim=256, dropout=0.1,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.num_queries, self.dim, self.num_heads = int(num_queries), int(dim), int(num_heads)
+        self.num_layers, self.ffn_dim, self.dropout = int(num_layers), int(ffn_dim), float(dropout)
+        self.input_proj = layers.Dense(
+            self.dim, kernel_initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "uniform"),
+            bias_initializer="zeros", dtype=self.dtype_policy, name="input_proj")
+        self.decoder_layers = [
+            DecoderLayer(self.dim, self.num_heads, self.ffn_dim, self.dropout, dtype=self.dtype_policy,
+                         name=f"decoder_layer{i}") for i in range(self.num_layers)]
+        self.decoder_norm = layers.LayerNormalization(epsilon=1e-5, dtype=self.dtype_policy, name="decoder_norm")
+        self.mask_mlp = [
+            layers.Dense(self.dim, activation="relu" if i < 2 else None, kernel_initializer=torch_linear_kernel(),
+                         bias_initializer=torch_linear_bias(self.dim), dtype=self.dtype_policy,
+                         name=f"mask_embed{i}") for i in range(3)]
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.query_embed = self.add_weight(shape=(self.num_queries, self.dim),
+                                           initializer=keras.initializers.RandomNormal(0.0, 1.0),
+                                           name="query_embed")
+        self.input_proj.build((None, channels))
+        for layer in self.decoder_layers:
+            layer.build((None, self.num_queries, self.dim))
+        self.decoder_norm.build((None, None, self.dim))
+        for dense in self.mask_mlp:
+            dense.build((None, None, self.dim))
+        self.built = True
+
+    def call(self, features, training=None):
+        shape = tf.shape(features)
+        batch, height, width = shape[0], shape[1], shape[2]
+        memory = self.input_proj(features)                               # (B, h, w, D)
+        memory = tf.reshape(memory, [batch, height * width, self.dim])   # (B, L, D)
+        pos = sine_position_encoding(height, width, self.dim)
+        pos = tf.cast(tf.reshape(pos, [1, height * width, self.dim]), memory.dtype)
+        query_pos = tf.cast(self.query_embed[None], memory.dtype)       # (1, K, D)
+        tgt = tf.zeros([batch, self.num_queries, self.dim], dtype=memory.dtype)
+        for layer in self.decoder_layers:
+            tgt = layer(tgt, memory, pos, query_pos, training=training)
+        out = self.decoder_norm(tgt)
+        for dense in self.mask_mlp:
+            out = dense(out)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_queries, self.dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_queries=self.num_queries, dim=self.dim, num_heads=self.num_heads,
+                      num_layers=self.num_layers, ffn_dim=self.ffn_dim, dropout=self.dropout)
+        return config

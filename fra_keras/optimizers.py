@@ -1,0 +1,147 @@
+"""LARS, the warm-up + cosine learning-rate schedule and the EMA momentum schedule (METHOD.md 3.7, 4).
+
+LARS (the reference's `utils/LARS.py`), per variable w with gradient g:
+  adapted:  trust = eta * ||w|| / (||g|| + wd * ||w|| + eps);  u = lr * trust * (g + wd * w)
+  excluded: u = lr * g
+  buf <- momentum * buf + u;  w <- w - buf      (momentum on the lr-scaled update; no dampening/Nesterov)
+
+Exclusion follows the reference's name rule (`main.py::collect_params`: names containing "bn",
+"downsample.1" or "bias"). In Keras names that means: every bias and every BatchNorm / LayerNorm beta
+(PyTorch calls both `.bias`), and every variable of a layer whose name contains "bn" (the backbone's
+BatchNorm layers, including `*_downsample_bn`). Not excluded, as in the reference: the projector /
+predictor BatchNorm gammas (layer "norm"), LayerNorm gammas, the query embeddings, all kernels.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import keras
+import tensorflow as tf
+
+from fra_keras.config import FRAConfig
+
+_EXCLUDED_VARIABLE = re.compile(r"(^|/)(bias|beta)$")
+_EXCLUDED_LAYER = re.compile(r"bn|downsample")
+
+
+def lars_excluded(path: str) -> bool:
+    """True when the variable at `path` ("layer/.../name") skips LARS adaptation and weight decay."""
+    if _EXCLUDED_VARIABLE.search(path):
+        return True
+    layer_part = path.rsplit("/", 1)[0] if "/" in path else ""
+    return bool(_EXCLUDED_LAYER.search(layer_part))
+
+
+@keras.saving.register_keras_serializable(package="fra_keras")
+class LARS(keras.optimizers.Optimizer):
+    """Layer-wise Adaptive Rate Scaling with FRA's exclusion rule (see module docstring).
+
+    Args:
+      learning_rate: float or schedule (0.9 in the paper recipe, no batch-size scaling).
+      momentum: 0.9. lars_weight_decay: 1e-6 (applied inside the update, not by the Keras base class).
+      eta: trust coefficient 0.001. epsilon: 1e-8.
+    """
+
+    def __init__(self, learning_rate=0.9, momentum=0.9, lars_weight_decay=1e-6, eta=0.001, epsilon=1e-8,
+                 name="lars", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum={momentum!r} must be in [0, 1)")
+        self.momentum = float(momentum)
+        self.lars_weight_decay = float(lars_weight_decay)
+        self.eta = float(eta)
+        self.epsilon = float(epsilon)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums = self.add_optimizer_variables(var_list, "momentum")
+        self._excluded = [lars_excluded(v.path) for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = tf.cast(learning_rate, variable.dtype)
+        g = tf.cast(gradient, variable.dtype)
+        index = self._get_variable_index(variable)
+        buf = self._momentums[index]
+        if self._excluded[index]:
+            update = lr * g
+        else:
+            w = tf.convert_to_tensor(variable)
+            w_norm = tf.norm(w)
+            g_norm = tf.norm(g)
+            wd = tf.cast(self.lars_weight_decay, variable.dtype)
+            trust = self.eta * w_norm / (g_norm + wd * w_norm + self.epsilon)
+            update = lr * trust * (g + wd * w)
+        self.assign(buf, self.momentum * buf + update)
+        self.assign_sub(variable, buf)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(momentum=self.momentum, lars_weight_decay=self.lars_weight_decay, eta=self.eta,
+                      epsilon=self.epsilon)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="fra_keras")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """The reference's schedule (METHOD.md 4): linear warm-up per step, then cosine per epoch.
+
+    step t < W*S: lr = base * (t + 1) / (W * S)
+    otherwise:    lr = base * 0.5 * (1 + cos(pi * (e - W) / (E - W))), e = floor(t / S), constant in an
+                  epoch, no floor (the last epoch is about base * 0.0015 for E=50, W=10).
+    S = steps per epoch, W = warm-up epochs, E = epochs.
+    """
+
+    def __init__(self, base_lr, steps_per_epoch, epochs, warmup_epochs):
+        self.base_lr = float(base_lr)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs = int(epochs)
+        self.warmup_epochs = int(warmup_epochs)
+
+    def __call__(self, step):
+        t = tf.cast(step, tf.float32)
+        s = float(self.steps_per_epoch)
+        warmup_steps = float(self.warmup_epochs * self.steps_per_epoch)
+        warm = self.base_lr * (t + 1.0) / max(warmup_steps, 1.0)
+        epoch = tf.minimum(tf.floor(t / s), float(self.epochs - 1))
+        span = float(max(self.epochs - self.warmup_epochs, 1))
+        cosine = self.base_lr * 0.5 * (1.0 + tf.cos(math.pi * (epoch - self.warmup_epochs) / span))
+        return tf.where(t < warmup_steps, warm, cosine)
+
+    def get_config(self):
+        return dict(base_lr=self.base_lr, steps_per_epoch=self.steps_per_epoch, epochs=self.epochs,
+                    warmup_epochs=self.warmup_epochs)
+
+
+def ema_momentum(step, total_steps, base=0.996):
+    """Cosine EMA momentum m_t = 1 - (1 - base) * (cos(pi t / T) + 1) / 2 (METHOD.md 3.7): base -> 1."""
+    t = tf.cast(step, tf.float32)
+    return 1.0 - (1.0 - base) * (tf.cos(math.pi * t / float(max(total_steps, 1))) + 1.0) / 2.0
+
+
+def build_optimizer(config: FRAConfig, steps_per_epoch: int):
+    """The optimiser named by the config, with the warm-up + cosine schedule over the planned steps."""
+    schedule = WarmupCosine(config.learning_rate, steps_per_epoch, config.epochs, config.warmup_epochs)
+    name = config.optimizer
+    if name == "lars":
+        opt = LARS(schedule, momentum=config.momentum, lars_weight_decay=config.weight_decay,
+                   eta=config.lars_eta, epsilon=config.lars_eps)
+    elif name == "sgd":
+        opt = keras.optimizers.SGD(schedule, momentum=config.momentum, weight_decay=config.weight_decay or None)
+    elif name == "adamw":
+        opt = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    elif name == "lion":
+        opt = keras.optimizers.Lion(schedule, weight_decay=config.weight_decay or None)
+    elif name == "lamb":
+        opt = keras.optimizers.Lamb(schedule, weight_decay=config.weight_decay or None)
+    else:  # validated by FRAConfig; kept for direct callers
+        raise ValueError(f"optimizer={name!r} is not supported")
+    if name != "lars" and config.weight_decay:
+        # Same exclusion as LARS: no decay on biases / norms (the reference's rule).
+        opt.exclude_from_weight_decay(var_names=["bias", "beta", "bn", "downsample"])
+    if config.precision == "mixed_float16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt

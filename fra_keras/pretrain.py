@@ -1,0 +1,230 @@
+"""`python -m fra_keras.pretrain`: FRA self-supervised pre-training from the command line.
+
+With no flags it trains the `tiny` preset on built-in synthetic faces (a few minutes on 2 CPU cores)
+and writes the same artefacts as a full run. Typical commands::
+
+    python -m fra_keras.pretrain                                      # embedded default, CPU, minutes
+    python -m fra_keras.pretrain --preset paper --data-dir /data/vggface2/train   # the paper recipe
+    python -m fra_keras.pretrain --resume runs/20261128-1200          # continue a crashed run
+
+A run folder (`--output-dir`, default `runs/<timestamp>`) holds: config.json, history.csv (a row per
+epoch, every metric), tensorboard/, checkpoints/ (atomic, resumable), and at the end model.keras (the
+full model: online + target + predictors, loads without custom_objects) and backbone.weights.h5 (the
+online ResNet alone, what downstream tasks use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from fra_keras import cli_utils
+from fra_keras.config import ConfigError, FRAConfig, atomic_write_text
+
+EPILOG = """\
+operational advice:
+  * The paper recipe (--preset paper) is ResNet-50 at 224 px, global batch 512 (8 GPUs, 64 each),
+    LARS lr 0.9 not scaled with batch, 50 epochs with 10 warm-up. On fewer GPUs keep the global batch
+    if memory allows (use --precision mixed_bfloat16 or mixed_float16); if you must shrink it, lower
+    --learning-rate roughly in proportion and watch z_std (collapse) and loss_cluster.
+  * z_std near 0 means the representation collapsed; region_entropy near 0 means the K heatmaps
+    collapsed onto one region. Both are logged every epoch (history.csv, TensorBoard).
+  * Heatmaps need a feature grid of at least 4x4: ResNet-50 at stride 32 needs >= 128 px; below that
+    use --output-stride 16.
+  * A crash loses at most the current epoch: rerun with --resume RUN_DIR (the config is read back from
+    RUN_DIR/config.json; flags you pass, e.g. --epochs, override it).
+  * Several GPUs are used automatically (MirroredStrategy); several hosts through TF_CONFIG
+    (--strategy multi-worker). XLA is on by default on GPUs (--jit-compile).
+"""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m fra_keras.pretrain", description="FRA self-supervised pre-training (CVPR 2024).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="tiny", help="tiny (default: CPU-friendly) | paper (the official recipe)")
+    parser.add_argument("--config", default=None, help="a config.json to start from instead of a preset")
+    parser.add_argument("--output-dir", default=None, help="run folder (default: runs/<timestamp>)")
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
+                        help="continue from the latest checkpoint of RUN_DIR (or of --output-dir)")
+    parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+                        help="save a checkpoint every N epochs (default 1; the last epoch is always saved)")
+    parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
+    parser.add_argument("--heatmap-every", type=int, default=1, metavar="EPOCHS",
+                        help="log region-heatmap pictures to TensorBoard every N epochs (0: never)")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                        help="Keras progress: 1 progress bar (default), 2 one line per epoch, 0 silent")
+    cli_utils.add_config_flags(parser)
+    return parser
+
+
+def resolve_config(args) -> tuple[FRAConfig, str, bool]:
+    """(config, output_dir, resuming) from the parsed flags."""
+    overrides = cli_utils.config_overrides(args)
+    resuming = args.resume is not None
+    output_dir = args.output_dir
+    if resuming:
+        output_dir = args.resume or output_dir
+        if not output_dir:
+            raise ConfigError("--resume needs a run folder: --resume RUN_DIR (or --output-dir RUN_DIR --resume)")
+        cfg_path = os.path.join(output_dir, "config.json")
+        if not os.path.isfile(cfg_path):
+            raise ConfigError(f"--resume {output_dir!r}: no config.json there; is it a run folder?")
+        config = FRAConfig.from_json(cfg_path).replace(**overrides)
+        return config, output_dir, True
+    if args.config:
+        config = FRAConfig.from_json(args.config).replace(**overrides)
+    else:
+        config = FRAConfig.from_preset(args.preset, **overrides)
+    if output_dir is None:
+        output_dir = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    return config, output_dir, False
+
+
+def steps_per_epoch_for(config: FRAConfig) -> int:
+    """Steps per epoch: the config's, else images // batch for an image folder."""
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    if config.data_dir is None:
+        raise ConfigError("steps_per_epoch=None with synthetic faces: pass --steps-per-epoch N")
+    from fra_keras.data.folders import list_images
+    from fra_keras.data.shard import has_shards
+
+    if has_shards(config.data_dir):
+        raise ConfigError(f"data_dir={config.data_dir!r} holds TFRecord shards: pass --steps-per-epoch N "
+                          "(records // batch_size)")
+    count = len(list_images(config.data_dir))
+    steps = count // config.batch_size
+    if steps < 1:
+        raise ConfigError(f"data_dir={config.data_dir!r} has {count} images, fewer than one batch of "
+                          f"batch_size={config.batch_size}")
+    return steps
+
+
+def _check_data(config: FRAConfig):
+    """Fail fast with one line on a missing / empty folder; report unreadable files."""
+    if config.data_dir is None:
+        return "synthetic faces (synthetic_faces_v1, %d faces at %d px)" % (config.synthetic_samples,
+                                                                          config.synthetic_size)
+    from fra_keras.data.shard import has_shards
+
+    if not os.path.isdir(config.data_dir):
+        raise ConfigError(f"data_dir={config.data_dir!r} is not a folder")
+    if has_shards(config.data_dir):
+        return f"TFRecord shards in {config.data_dir}"
+    from fra_keras.data.folders import list_images
+
+    images = list_images(config.data_dir)  # raises ValueError naming data_dir when empty
+    return f"{len(images)} images in {config.data_dir} (unreadable files are skipped with a warning)"
+
+
+def run(args) -> int:
+    try:
+        config, output_dir, resuming = resolve_config(args)
+        steps_per_epoch = steps_per_epoch_for(config)
+        source = _check_data(config)
+        checkpoints = os.path.join(output_dir, "checkpoints")
+        if not resuming and os.path.isfile(os.path.join(checkpoints, "latest")):
+            raise ConfigError(f"--output-dir {output_dir!r} already holds a run; pass --resume {output_dir} "
+                              "to continue it, or choose another --output-dir")
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        cli_utils.fail(str(e))
+
+    tf = cli_utils.quiet_tensorflow()
+    import keras
+
+    from fra_keras import callbacks as fra_callbacks
+    from fra_keras import data as fra_data
+    from fra_keras.distributed import make_strategy
+    from fra_keras.models.fra import FRA, resolve_jit_compile
+
+    os.makedirs(output_dir, exist_ok=True)
+    config.to_json(os.path.join(output_dir, "config.json"))
+    keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(config.strategy)
+    with strategy.scope():
+        model = FRA(config)
+        model.compile(steps_per_epoch=steps_per_epoch)
+    initial_epoch = 0
+    if resuming:
+        folder, state = fra_callbacks.latest_checkpoint(checkpoints)
+        if folder is None:
+            print(f"note: {checkpoints} has no checkpoint yet; starting from scratch")
+        else:
+            fra_callbacks.restore_checkpoint(model, folder)
+            initial_epoch = int(state["epoch"])
+            print(f"resumed from {folder} (epoch {initial_epoch}, step {state['step']})")
+    if initial_epoch >= config.epochs:
+        print(f"nothing to do: {initial_epoch} of {config.epochs} epochs already done")
+    n_params = sum(int(v.shape.num_elements()) for v in model.optimized_variables)
+    print(f"FRA {config.preset}: {config.backbone} (width {config.backbone_width}, stride {config.output_stride}), "
+          f"{config.image_size}px -> {config.feature_grid}x{config.feature_grid} grid, K={config.num_regions}, "
+          f"{n_params / 1e6:.2f}M trainable params")
+    print(f"data: {source}; global batch {config.batch_size}, {steps_per_epoch} steps x {config.epochs} epochs; "
+          f"{strategy.num_replicas_in_sync} replica(s), {config.precision}, "
+          f"XLA {'on' if resolve_jit_compile(config.jit_compile) else 'off'}")
+    print(f"output: {output_dir}")
+
+    dataset = fra_data.pretraining_dataset(config)
+    guard = fra_callbacks.NonFiniteLossGuard()
+    cbs = [guard,
+           fra_callbacks.AtomicCheckpoint(checkpoints, every_epochs=args.checkpoint_every, guard=guard),
+           fra_callbacks.HistoryCSV(os.path.join(output_dir, "history.csv"), append=resuming)]
+    cbs[-1].initial_epoch = initial_epoch
+    if not args.no_tensorboard:
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), write_graph=False,
+                                               update_freq="epoch"))
+        if args.heatmap_every and config.region_losses:
+            try:
+                from fra_keras.visualize import HeatmapCallback
+            except ImportError:
+                HeatmapCallback = None
+            if HeatmapCallback is not None:
+                cbs.append(HeatmapCallback(os.path.join(output_dir, "tensorboard"), config,
+                                           every_epochs=args.heatmap_every))
+    start = time.time()
+    if initial_epoch < config.epochs:
+        model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
+                  callbacks=cbs, verbose=args.verbose)
+    if guard.failure:
+        print(f"error: {guard.failure}", file=sys.stderr)
+        return 1
+    _save_final(model, output_dir)
+    summary = {"seconds": round(time.time() - start, 1), "epochs": config.epochs,
+               "steps_per_epoch": steps_per_epoch, "final": _last_history_row(output_dir)}
+    atomic_write_text(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    print(f"done in {summary['seconds']:.0f}s: {output_dir}/model.keras, {output_dir}/backbone.weights.h5")
+    return 0
+
+
+def _save_final(model, output_dir):
+    """model.keras and backbone.weights.h5, each written under a temporary name then renamed."""
+    tmp_model = os.path.join(output_dir, f".tmp-model-{os.getpid()}.keras")
+    model.save(tmp_model)
+    os.replace(tmp_model, os.path.join(output_dir, "model.keras"))
+    tmp_backbone = os.path.join(output_dir, f".tmp-backbone-{os.getpid()}.weights.h5")
+    model.backbone.save_weights(tmp_backbone)
+    os.replace(tmp_backbone, os.path.join(output_dir, "backbone.weights.h5"))
+
+
+def _last_history_row(output_dir):
+    import csv
+
+    path = os.path.join(output_dir, "history.csv")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: float(v) for k, v in rows[-1].items() if v not in ("", "NA")} if rows else {}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
