@@ -7,7 +7,8 @@ The decoder attends to the raw backbone map F, not to the pixel projection.
 
 Initialisers follow the PyTorch reference:
 * input projection: kaiming_uniform(a=1) -> VarianceScaling(1, fan_in, uniform), bias 0;
-* everything inside the transformer with rank > 1: xavier_uniform -> GlorotUniform; MHA biases 0;
+* everything inside the transformer with rank > 1: xavier_uniform (on PyTorch's stacked q/k/v matrix,
+  reproduced by `_torch_attention_init`; GlorotUniform for the FFN); MHA biases 0;
   the FFN biases keep PyTorch's Linear default U(+-1/sqrt(fan_in));
 * the mask-embedding MLP: PyTorch Linear default -> VarianceScaling(1/3, fan_in, uniform), same bias;
 * the query embeddings: nn.Embedding default N(0, 1).
@@ -58,6 +59,21 @@ def sine_position_encoding(height, width, dim, temperature=10000.0, scale=2.0 * 
     return tf.concat([pos_y, pos_x], axis=-1)
 
 
+def _torch_attention_init(mha, dim):
+    """Re-draw MHA kernels as PyTorch's Transformer does (xavier_uniform on the stacked weights).
+
+    PyTorch stores q/k/v as one (3D, D) matrix, so xavier gives U(+-sqrt(6 / 4D)) to each of them, and
+    the (D, D) output projection U(+-sqrt(6 / 2D)). Keras' GlorotUniform on its per-head kernel shapes
+    (D, heads, D/heads) would compute other fans, so the kernels are set explicitly here.
+    """
+    qkv_bound = math.sqrt(6.0 / (4.0 * dim))
+    out_bound = math.sqrt(6.0 / (2.0 * dim))
+    for dense, bound in ((mha.query_dense, qkv_bound), (mha.key_dense, qkv_bound),
+                         (mha.value_dense, qkv_bound), (mha.output_dense, out_bound)):
+        kernel = dense.kernel
+        kernel.assign(keras.random.uniform(kernel.shape, -bound, bound, dtype=kernel.dtype))
+
+
 @keras.saving.register_keras_serializable(package="fra_keras")
 class DecoderLayer(layers.Layer):
     """One post-norm DETR decoder layer: self-attention, cross-attention, FFN, each with residual + LN.
@@ -89,6 +105,8 @@ class DecoderLayer(layers.Layer):
         d = self.dim
         self.self_attn.build((None, None, d), (None, None, d), (None, None, d))
         self.cross_attn.build((None, None, d), (None, None, d), (None, None, d))
+        for mha in (self.self_attn, self.cross_attn):
+            _torch_attention_init(mha, d)
         self.linear1.build((None, None, d))
         self.linear2.build((None, None, self.ffn_dim))
         for norm in (self.norm1, self.norm2, self.norm3):
