@@ -8,7 +8,8 @@ LARS (the reference's `utils/LARS.py`), per variable w with gradient g:
 Exclusion follows the reference's name rule (`main.py::collect_params`: names containing "bn",
 "downsample.1" or "bias"). In Keras names that means: every bias and every BatchNorm / LayerNorm beta
 (PyTorch calls both `.bias`), and every variable of a layer whose name contains "bn" (the backbone's
-BatchNorm layers, including `*_downsample_bn`). Not excluded, as in the reference: the projector /
+BatchNorm layers, including `*_downsample_bn`). The downsample 1x1 conv kernels are adapted and decayed,
+as `downsample.0.weight` is in the reference. Not excluded, as in the reference: the projector /
 predictor BatchNorm gammas (layer "norm"), LayerNorm gammas, the query embeddings, all kernels.
 """
 
@@ -23,7 +24,7 @@ import tensorflow as tf
 from fra_keras.config import FRAConfig
 
 _EXCLUDED_VARIABLE = re.compile(r"(^|/)(bias|beta)$")
-_EXCLUDED_LAYER = re.compile(r"bn|downsample")
+_EXCLUDED_LAYER = re.compile(r"bn")  # includes "*_downsample_bn" (the reference's downsample.1)
 
 
 def lars_excluded(path: str) -> bool:
@@ -141,7 +142,7 @@ def build_optimizer(config: FRAConfig, steps_per_epoch: int):
         raise ValueError(f"optimizer={name!r} is not supported")
     if name != "lars" and config.weight_decay:
         # Same exclusion as LARS: no decay on biases / norms (the reference's rule).
-        opt.exclude_from_weight_decay(var_names=["bias", "beta", "bn", "downsample"])
+        opt.exclude_from_weight_decay(var_names=["bias", "beta", "bn"])
     if config.precision == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt

@@ -107,10 +107,17 @@ class FRA(keras.Model):
         if self.region_predictor is not None:
             self.region_predictor.build((None, None, c.proj_dim))
         # `proto` buffers (METHOD.md 2.3 step 7): randn init, EMA 0.9, no gradient; one per network.
-        proto_init = keras.initializers.RandomNormal(0.0, 1.0)
-        self.prototypes = self.add_weight(shape=(c.num_regions, c.proj_dim), initializer=proto_init,
+        # Under a strategy they are mirrored with aggregation "none": each replica assigns its own copy
+        # from the all-reduced batch mean, so every copy gets the same value without an extra broadcast
+        # (the same holds for the target EMA and the SyncBN moving statistics; tests/test_distributed.py
+        # checks that the per-replica copies stay identical).
+        # Two initializer instances: an unseeded Keras initializer fixes its seed when created, so one
+        # shared instance would give both networks the same draw.
+        self.prototypes = self.add_weight(shape=(c.num_regions, c.proj_dim),
+                                          initializer=keras.initializers.RandomNormal(0.0, 1.0),
                                           trainable=False, dtype="float32", name="prototypes")
-        self.target_prototypes = self.add_weight(shape=(c.num_regions, c.proj_dim), initializer=proto_init,
+        self.target_prototypes = self.add_weight(shape=(c.num_regions, c.proj_dim),
+                                                 initializer=keras.initializers.RandomNormal(0.0, 1.0),
                                                  trainable=False, dtype="float32", name="target_prototypes")
         self._fra_trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
         self.total_steps = c.total_steps() if c.steps_per_epoch else None
@@ -247,8 +254,11 @@ class FRA(keras.Model):
         """Collapse and region-usage signals (no gradient)."""
         z = tf.math.l2_normalize(tf.cast(online[0]["z"], tf.float32), axis=-1)
         # Per-dimension std of the normalised embeddings over the batch; ~1/sqrt(D) when healthy, 0 when
-        # collapsed (BYOL / SimSiam collapse monitor).
-        z_std = tf.reduce_mean(tf.math.reduce_std(z, axis=0))
+        # collapsed (BYOL / SimSiam collapse monitor). Mean and variance are global-batch moments, so
+        # two replicas on B images report what one device on 2B reports.
+        mean = distributed.cross_replica_mean(tf.reduce_mean(z, axis=0))
+        variance = distributed.cross_replica_mean(tf.reduce_mean(tf.square(z - mean), axis=0))
+        z_std = tf.reduce_mean(tf.sqrt(variance))
         if not self.config.region_losses:
             return z_std, tf.constant(0.0)
         # Fraction of pixels whose heatmap argmax is region k (hard usage: the soft heatmaps at scale 1
