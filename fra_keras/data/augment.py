@@ -1,0 +1,359 @@
+"""The two asymmetric FRA / BYOL views (METHOD.md section 4), drawn per image inside `tf.data`.
+
+Every random choice is made per image (Keras 3 augmentation layers draw once per batch, STACK.md), in
+graph mode with plain `tf` / `tf.image` ops, on float32 pixels in [0, 1]:
+
+====================================================  =========  =========
+op (torchvision 0.11 semantics)                        view 1     view 2
+====================================================  =========  =========
+RandomResizedCrop(S, scale=(0.2, 1), ratio=(3/4, 4/3))   yes        yes
+RandomHorizontalFlip                                     p=0.5      p=0.5
+ColorJitter(0.4, 0.4, 0.2, 0.1), random order           p=0.8      p=0.8
+RandomGrayscale (3 channels, ITU-R 601 luma)             p=0.2      p=0.2
+GaussianBlur, sigma ~ U[0.1, 2.0]                        p=1.0      p=0.1
+Solarize (invert values >= 128 / 255)                    p=0.0      p=0.2
+Normalize(config.mean, config.std)                       yes        yes
+====================================================  =========  =========
+
+All probabilities and ranges come from `FRAConfig`. Randomness is *stateless*: a view is a pure function
+of the image and a seed (shape [2] integer tensor), so a seeded pipeline is reproducible. The work is
+split in two so that tests can check each part against NumPy:
+
+* `sample_params(config, view, seed, height, width)` draws every random quantity of one view
+  (crop box, per-op on/off decisions, jitter factors and order, blur sigma);
+* `apply_params(image, params, config)` applies them deterministically.
+
+`make_view` = `apply_params(sample_params(...))`. Deviations from torchvision are listed in
+docs/data_pipeline.md (float pipeline without 8-bit rounding between ops; exact Gaussian instead of
+PIL's box-blur approximation).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Tuple
+
+import tensorflow as tf
+
+# ITU-R 601-2 luma weights, the ones PIL uses for `convert("L")`.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+SOLARIZE_THRESHOLD = 128.0 / 255.0
+CROP_ATTEMPTS = 10
+
+# Order of the colour-jitter ops in `params["jitter_order"]`.
+JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+
+# Indices of the per-op sub-seeds split from a view seed.
+_SEED_SLOTS = ("crop", "flip", "jitter", "jitter_factors", "jitter_order", "grayscale", "blur",
+               "blur_sigma", "solarize")
+
+
+def _no_autograph(fn):
+    """No Python control flow depends on tensors here: skip AutoGraph's source conversion, which
+    otherwise dominates the time to build a tf.data pipeline (about 3x faster tracing)."""
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
+# Seeds ---------------------------------------------------------------------------------------
+def as_seed(seed=None) -> tf.Tensor:
+    """A stateless seed (shape [2], int64) from None (drawn from the global RNG), an int or a pair."""
+    if seed is None:
+        return tf.random.uniform([2], minval=0, maxval=tf.int64.max, dtype=tf.int64)
+    if isinstance(seed, int):
+        return tf.constant([seed, 0], tf.int64)
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    seed.shape.assert_is_compatible_with([2])
+    return tf.reshape(seed, [2])
+
+
+def view_seed(seed, view: int) -> tf.Tensor:
+    """The seed of view `view` (1 or 2) derived from an element seed."""
+    return tf.random.experimental.stateless_fold_in(as_seed(seed), view)
+
+
+def _check_view(view):
+    """1 or 2 (Python int), or an integer tensor holding 1 or 2 (not checked)."""
+    if isinstance(view, tf.Tensor):
+        return view
+    if view not in (1, 2):
+        raise ValueError(f"view={view!r} is not allowed; expected 1 or 2 (the two asymmetric FRA views)")
+    return view
+
+
+def _per_view(values, view):
+    """The entry of a (view 1, view 2) pair for `view` (a Python int or a tensor)."""
+    if isinstance(view, tf.Tensor):
+        return tf.gather(tf.constant([float(v) for v in values], tf.float32), view - 1)
+    return float(values[view - 1])
+
+
+# Random resized crop -------------------------------------------------------------------------
+@_no_autograph
+def sample_crop_box(height, width, seed, scale=(0.2, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0),
+                    attempts: int = CROP_ATTEMPTS):
+    """torchvision `RandomResizedCrop.get_params`: returns int32 (offset_y, offset_x, crop_h, crop_w).
+
+    Up to `attempts` (area, log-aspect) draws: area fraction ~ U[scale], aspect ~ exp(U[log ratio]);
+    w = round(sqrt(area * aspect)), h = round(sqrt(area / aspect)); the first draw that fits is used,
+    with a uniform integer offset. If none fits, the central crop with the aspect clamped to `ratio`.
+    All `attempts` draws are made at once (vectorised); the first valid one is kept.
+    """
+    seed = as_seed(seed)
+    s_area, s_ratio, s_y, s_x = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+    area = h * w
+    target_area = area * tf.random.stateless_uniform([attempts], s_area, scale[0], scale[1])
+    log_ratio = tf.random.stateless_uniform([attempts], s_ratio, math.log(ratio[0]), math.log(ratio[1]))
+    aspect = tf.exp(log_ratio)
+    cw = tf.round(tf.sqrt(target_area * aspect))   # round half to even, like Python's round()
+    ch = tf.round(tf.sqrt(target_area / aspect))
+    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32)
+    any_ok = tf.reduce_any(ok)
+
+    # Fallback: central crop, aspect clamped to the ratio range.
+    in_ratio = w / h
+    fb_w = tf.where(in_ratio > ratio[1], tf.round(h * ratio[1]), w)
+    fb_h = tf.where(in_ratio < ratio[0], tf.round(w / ratio[0]), h)
+
+    crop_h = tf.cast(tf.where(any_ok, ch[first], fb_h), tf.int32)
+    crop_w = tf.cast(tf.where(any_ok, cw[first], fb_w), tf.int32)
+    height = tf.cast(height, tf.int32)
+    width = tf.cast(width, tf.int32)
+    rand_y = tf.random.stateless_uniform([], s_y, 0, height - crop_h + 1, dtype=tf.int32)
+    rand_x = tf.random.stateless_uniform([], s_x, 0, width - crop_w + 1, dtype=tf.int32)
+    off_y = tf.where(any_ok, rand_y, (height - crop_h) // 2)
+    off_x = tf.where(any_ok, rand_x, (width - crop_w) // 2)
+    return off_y, off_x, crop_h, crop_w
+
+
+# Parameters of one view ------------------------------------------------------------------------
+@_no_autograph
+def sample_params(config, view: int, seed, height, width) -> Dict[str, tf.Tensor]:
+    """Every random quantity of view `view` for an image of size (height, width).
+
+    Keys: `crop` (off_y, off_x, h, w int32), booleans `flip`, `jitter`, `grayscale`, `blur`,
+    `solarize`; jitter factors `brightness`, `contrast`, `saturation` (multiplicative, in [1-x, 1+x])
+    and `hue` (shift in [-h, h]); `jitter_order` (a permutation of 0..3 over `JITTER_OPS`);
+    `blur_sigma`. `seed` is the view's seed (see `view_seed`).
+    """
+    view = _check_view(view)
+    seeds = dict(zip(_SEED_SLOTS, tf.unstack(
+        tf.random.experimental.stateless_split(as_seed(seed), len(_SEED_SLOTS)))))
+
+    def coin(name, p):
+        return tf.random.stateless_uniform([], seeds[name]) < p
+
+    def factor_range(x):  # torchvision ColorJitter._check_input for brightness/contrast/saturation
+        return max(0.0, 1.0 - float(x)), 1.0 + float(x)
+
+    jf = tf.random.stateless_uniform([4], seeds["jitter_factors"])
+    b_lo, b_hi = factor_range(config.brightness)
+    c_lo, c_hi = factor_range(config.contrast)
+    s_lo, s_hi = factor_range(config.saturation)
+    h = float(config.hue)
+    sig_lo, sig_hi = (float(v) for v in config.blur_sigma)
+    return {
+        "crop": tf.stack(sample_crop_box(height, width, seeds["crop"], config.crop_scale,
+                                         config.crop_ratio)),
+        "flip": coin("flip", float(config.flip_probability)),
+        "jitter": coin("jitter", float(config.jitter_probability)),
+        "brightness": b_lo + (b_hi - b_lo) * jf[0],
+        "contrast": c_lo + (c_hi - c_lo) * jf[1],
+        "saturation": s_lo + (s_hi - s_lo) * jf[2],
+        "hue": -h + 2.0 * h * jf[3],
+        # torch.randperm(4): a uniformly random permutation.
+        "jitter_order": tf.cast(tf.argsort(tf.random.stateless_uniform([4], seeds["jitter_order"])),
+                                tf.int32),
+        "grayscale": coin("grayscale", float(config.grayscale_probability)),
+        "blur": coin("blur", _per_view(config.blur_probability, view)),
+        "blur_sigma": tf.random.stateless_uniform([], seeds["blur_sigma"], sig_lo, sig_hi),
+        "solarize": coin("solarize", _per_view(config.solarize_probability, view)),
+    }
+
+
+# Pixel ops on float32 images in [0, 1] -----------------------------------------------------------
+def to_float(image) -> tf.Tensor:
+    """uint8 -> float32 in [0, 1]; float input is taken to be in [0, 1] already."""
+    image = tf.convert_to_tensor(image)
+    if image.dtype == tf.uint8:
+        return tf.cast(image, tf.float32) / 255.0
+    return tf.cast(image, tf.float32)
+
+
+def luma(image: tf.Tensor) -> tf.Tensor:
+    """ITU-R 601 luma (PIL `convert("L")`) of (..., 3) images, keeping a channel axis: (..., 1)."""
+    weights = tf.constant(LUMA_WEIGHTS, image.dtype)
+    return tf.expand_dims(tf.tensordot(image, weights, axes=[[image.shape.rank - 1], [0]]), -1)
+
+
+def grayscale(image: tf.Tensor) -> tf.Tensor:
+    """ITU-R 601 luma repeated on 3 channels (torchvision `RandomGrayscale`, 3-channel output)."""
+    return tf.repeat(luma(image), 3, axis=-1)
+
+
+def adjust_brightness(image, factor):
+    """torchvision: blend with black, x * factor, clipped."""
+    return tf.clip_by_value(image * factor, 0.0, 1.0)
+
+
+def adjust_contrast(image, factor):
+    """torchvision / PIL ImageEnhance.Contrast: blend with the mean grey level (a scalar per image)."""
+    mean = tf.reduce_mean(luma(image))
+    return tf.clip_by_value(factor * image + (1.0 - factor) * mean, 0.0, 1.0)
+
+
+def adjust_saturation(image, factor):
+    """torchvision / PIL ImageEnhance.Color: blend with the grayscale image."""
+    return tf.clip_by_value(factor * image + (1.0 - factor) * luma(image), 0.0, 1.0)
+
+
+def adjust_hue(image, delta):
+    """Shift the hue by `delta` (fraction of a turn) in HSV space, like torchvision's adjust_hue."""
+    return tf.clip_by_value(tf.image.adjust_hue(image, delta), 0.0, 1.0)
+
+
+def color_jitter(image, params, config):
+    """The four jitter ops in the random order `params["jitter_order"]` (torchvision `ColorJitter`);
+    ops whose strength is 0 in the config are skipped, like torchvision does."""
+    ops = [
+        (config.brightness > 0, lambda x: adjust_brightness(x, params["brightness"])),
+        (config.contrast > 0, lambda x: adjust_contrast(x, params["contrast"])),
+        (config.saturation > 0, lambda x: adjust_saturation(x, params["saturation"])),
+        (config.hue > 0, lambda x: adjust_hue(x, params["hue"])),
+    ]
+    x = image
+    for position in range(4):
+        branches = [(lambda fn=fn, x=x: fn(x)) if enabled else (lambda x=x: x) for enabled, fn in ops]
+        x = tf.switch_case(params["jitter_order"][position], branches)
+        x.set_shape(image.shape)
+    return x
+
+
+def solarize(image):
+    """PIL `ImageOps.solarize(threshold=128)`: values >= 128 (on the 0-255 scale) are inverted."""
+    return tf.where(image >= SOLARIZE_THRESHOLD, 1.0 - image, image)
+
+
+def blur_radius(config) -> int:
+    """Half-width of the fixed-size Gaussian kernel: ceil(3 * largest sigma)."""
+    return max(1, int(math.ceil(3.0 * float(config.blur_sigma[1]))))
+
+
+def gaussian_kernel1d(sigma, radius: int) -> tf.Tensor:
+    """Normalised 1-D Gaussian of std `sigma` (a tensor) sampled on -radius..radius."""
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    sigma = tf.cast(sigma, tf.float32)
+    k = tf.exp(-0.5 * tf.square(x / sigma))
+    return k / tf.reduce_sum(k)
+
+
+def blur_matrix(size, sigma, radius: int) -> tf.Tensor:
+    """(size, size) matrix M with (M @ x) = 1-D Gaussian blur of x along axis 0, edges replicated.
+
+    Row i holds the kernel taps at clip(i + k, 0, size - 1), k = -radius..radius (taps that fall off
+    the edge are added to the edge pixel, which is what replicate padding does).
+    """
+    k = gaussian_kernel1d(sigma, radius)
+    rows = tf.range(size)[:, tf.newaxis]
+    cols = tf.clip_by_value(rows + tf.range(-radius, radius + 1)[tf.newaxis, :], 0, size - 1)
+    indices = tf.stack([tf.broadcast_to(rows, tf.shape(cols)), cols], axis=-1)
+    return tf.scatter_nd(tf.reshape(indices, [-1, 2]),
+                         tf.reshape(tf.broadcast_to(k, tf.shape(cols)), [-1]), [size, size])
+
+
+def gaussian_blur(image, sigma, radius: int) -> tf.Tensor:
+    """Separable Gaussian blur of one (H, W, C) image, edges replicated (as PIL does).
+
+    Each 1-D pass is a matrix product with a banded `blur_matrix` (the kernel is built from the
+    per-image sigma, with a fixed support of 2 * radius + 1 taps); on CPU this is 3-5x faster than
+    `depthwise_conv2d` on a single image.
+    """
+    image = tf.convert_to_tensor(image, tf.float32)
+    shape = tf.shape(image)
+    rows = blur_matrix(shape[0], sigma, radius)
+    cols = blur_matrix(shape[1], sigma, radius)
+    out = tf.einsum("ij,jkc->ikc", rows, image)
+    out = tf.einsum("lk,ikc->ilc", cols, out)
+    out.set_shape(image.shape)
+    return out
+
+
+def resized_crop(image, box, size: int) -> tf.Tensor:
+    """Crop `box` = (off_y, off_x, h, w) and resize bilinearly (antialiased, like PIL) to size x size.
+
+    The antialiased kernel (`ScaleAndTranslate`) is 3-4x slower than plain bilinear and only differs
+    from it when a side shrinks, so it is used only then (both are half-pixel-centred).
+    """
+    crop = to_float(tf.slice(image, tf.stack([box[0], box[1], 0]), tf.stack([box[2], box[3], -1])))
+    shrinks = (box[2] > size) | (box[3] > size)
+    out = tf.cond(shrinks,
+                  lambda: tf.image.resize(crop, [size, size], method="bilinear", antialias=True),
+                  lambda: tf.image.resize(crop, [size, size], method="bilinear", antialias=False))
+    out.set_shape([size, size, crop.shape[-1]])
+    return tf.clip_by_value(out, 0.0, 1.0)
+
+
+# Normalisation -------------------------------------------------------------------------------
+def normalize(images, config) -> tf.Tensor:
+    """uint8 (0-255) or float ([0, 1]) images, channels last -> (x - mean) / std, float32."""
+    x = to_float(images)
+    return (x - tf.constant(config.mean, tf.float32)) / tf.constant(config.std, tf.float32)
+
+
+def denormalize(views, config, clip: bool = True) -> tf.Tensor:
+    """Inverse of `normalize`: float32 in [0, 1] (clipped unless `clip=False`), for pictures."""
+    x = (tf.cast(views, tf.float32) * tf.constant(config.std, tf.float32)
+         + tf.constant(config.mean, tf.float32))
+    return tf.clip_by_value(x, 0.0, 1.0) if clip else x
+
+
+# Views ---------------------------------------------------------------------------------------
+@_no_autograph
+def apply_params(image, params, config, normalise: bool = True) -> tf.Tensor:
+    """Apply the sampled `params` to one uint8 (H, W, 3) image: float32 (S, S, 3)."""
+    size = int(config.image_size)
+    x = resized_crop(image, params["crop"], size)
+    x.set_shape([size, size, 3])
+    # Each op runs only when decided (tf.cond), so skipped ops cost nothing.
+    x = tf.cond(params["flip"], lambda: tf.reverse(x, axis=[1]), lambda: x)
+    x = tf.cond(params["jitter"], lambda: color_jitter(x, params, config), lambda: x)
+    x = tf.cond(params["grayscale"], lambda: grayscale(x), lambda: x)
+    radius = blur_radius(config)
+    x = tf.cond(params["blur"], lambda: gaussian_blur(x, params["blur_sigma"], radius), lambda: x)
+    x = tf.cond(params["solarize"], lambda: solarize(x), lambda: x)
+    x.set_shape([size, size, 3])
+    return normalize(x, config) if normalise else x
+
+
+@_no_autograph
+def make_view(image_uint8, config, view: int, seed=None, normalise: bool = True) -> tf.Tensor:
+    """One augmented view (1 or 2) of a uint8 (H, W, 3) image: normalised float32 (S, S, 3).
+
+    `seed`: None (drawn from the global TF RNG), an int, or a shape-[2] integer tensor (stateless,
+    reproducible); the view number is folded into it, so both views can be given the same seed.
+    """
+    view = _check_view(view)
+    image = tf.convert_to_tensor(image_uint8)
+    if image.shape.rank != 3:
+        raise ValueError(f"image has shape {image.shape}; expected one (H, W, 3) image")
+    shape = tf.shape(image)
+    params = sample_params(config, view, view_seed(seed, view), shape[0], shape[1])
+    return apply_params(image, params, config, normalise=normalise)
+
+
+@_no_autograph
+def two_views(image_uint8, config, seed=None) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(view1, view2) of one uint8 (H, W, 3) image, see `make_view`.
+
+    Both views run through one `tf.function` traced once, with the view number as a tensor (it only
+    selects the blur and solarize probabilities): this halves the graph-building time of a pipeline.
+    """
+    seed = as_seed(seed)
+
+    def view_fn(image, seed, view):
+        return make_view(image, config, view, seed=seed)
+
+    fn = tf.function(view_fn, autograph=False)
+    return fn(image_uint8, seed, tf.constant(1)), fn(image_uint8, seed, tf.constant(2))
