@@ -156,6 +156,8 @@ def load_backbone(path: str, config: FRAConfig | None = None):
     if not os.path.exists(path):
         raise FileNotFoundError(f"path={path!r} does not exist; expected a model.keras or backbone.weights.h5")
     if path.endswith(".keras"):
+        import fra_keras.models.fra  # noqa: F401  (registers FRA and its layers for deserialisation)
+
         model = keras.saving.load_model(path)
         if not hasattr(model, "backbone"):
             raise ValueError(f"path={path!r} is a Keras model without a `backbone` attribute")
