@@ -1,0 +1,640 @@
+"""TFX Trainer module file: pre-train FRA on TFRecord shards and write the serving model.
+
+Use it as the `module_file` of a TFX `Trainer` (see docs/tfx.md)::
+
+    trainer = tfx.components.Trainer(
+        module_file="export/tfx_trainer.py",
+        examples=example_gen.outputs["examples"],
+        train_args=tfx.proto.TrainArgs(num_steps=6140 * 50),
+        eval_args=tfx.proto.EvalArgs(num_steps=100),
+        custom_config={"preset": "paper", "fra_config": {"batch_size": 512}})
+
+Nothing here imports `tfx` (it cannot be installed next to TF 2.21 / protobuf 7): `run_fn` only reads
+the attributes of the `FnArgs` object TFX passes in, so any object with the same fields works (tests use
+a `SimpleNamespace`).
+
+`run_fn(fn_args)` reads:
+
+=====================  ==========================================================================
+fn_args field          use
+=====================  ==========================================================================
+train_files            list of file patterns (or folders) of TFRecord files of `tf.Example`s whose
+                       feature `image` holds the encoded JPEG / PNG bytes: the shards of
+                       `python -m fra_keras.data.shard`, or ExampleGen's output (`*.gz`: GZIP is
+                       detected per file). `*.json`, hidden and `_*` files are skipped.
+eval_files             the same for the validation loss (optional)
+train_steps            optimiser steps (TrainArgs.num_steps); see "Steps" below
+eval_steps             batches for `model.evaluate` (EvalArgs.num_steps); None: one pass
+custom_config          FRAConfig overrides and trainer options, below
+model_run_dir          TensorBoard logs (train/, validation/), checkpoints/, history.csv,
+                       config.json, model.keras, backbone.weights.h5, eval_results.json,
+                       export/savedmodel/NAME/VERSION (the verified fra_keras export)
+serving_model_dir      the serving SavedModel (TFX's Format-Serving; Pusher copies it)
+=====================  ==========================================================================
+
+custom_config (a JSON-able dict; every key optional):
+
+* ``"preset"``: "paper" (default) or "tiny" -- the FRAConfig preset to start from; or
+  ``"fra_config_path"``: a config.json written by an earlier run (`FRAConfig.from_json`).
+* ``"fra_config": {...}``: FRAConfig field overrides (e.g. ``{"batch_size": 256, "image_size": 112}``).
+  The same fields may also be given flat, at the top level (``{"batch_size": 256}``); a field given
+  both ways is an error, as is an unknown key (keys starting with ``ai_platform_`` / ``vertex_``, which
+  TFX's cloud executors add, are ignored).
+* Trainer options (not FRAConfig fields): ``steps_per_epoch`` (the "epoch" of logs, checkpoints and
+  schedules; default FRAConfig.steps_per_epoch, else train_steps / epochs), ``image_key`` ("image"),
+  ``shuffle_buffer`` (8192 serialized records), ``export_name`` ("fra"), ``checkpoint_every`` (1
+  epoch), ``saved_model_cli`` (True: also run `saved_model_cli show --all` in the export
+  verification), ``verbose`` (2: one line per epoch).
+
+Steps: the learning-rate warm-up / cosine and EMA schedules span exactly the training, so `train_steps`
+is split into E epochs of S steps with E * S == train_steps: S is the largest divisor of train_steps not
+above the wanted steps per epoch, if that divisor is at least half of it; otherwise S is the wanted
+value and the training is rounded up to the next multiple (logged). FRAConfig.epochs becomes E and
+warmup_epochs keeps its share of the training (paper: 10 of 50 epochs = 20 %). Without train_steps,
+FRAConfig.epochs x steps_per_epoch are used.
+
+Serving model (`serving_model_dir`): the fra_keras export (`fra_keras.export.export_model`: float32,
+preprocessing inside the graph, outputs `embedding`, `feature_map`, `heatmaps`) is written and verified
+under model_run_dir first; the same graph and variables are then saved with the signatures TFX expects:
+
+=====================  ===============================  ===========================================
+signature              input                            same function as the fra_keras export's
+=====================  ===============================  ===========================================
+serving_default        ``examples``: string (B,)        serve_tf_example (serialized tf.Example,
+                                                        encoded image under ``image``)
+serve_images           ``images``: uint8 (B, H, W, 3)   serving_default
+serve_image_bytes      ``image_bytes``: string (B,)     serve_image_bytes
+serve_tf_example       ``examples``: string (B,)        serve_tf_example
+=====================  ===============================  ===========================================
+
+with ``assets.extra/tf_serving_warmup_requests`` (one request per signature), ``assets.extra/
+verification.npz`` (inputs and Keras outputs) and ``assets.extra/fra_tfx.json`` (signature map,
+config, eval results, the source export's manifest). `verify_serving_model(dir)` checks it (graph ops,
+signatures and inputs, outputs vs the Keras reference and vs each other, warm-up replay); `run_fn`
+runs it before the folder is moved into place. (`fra_keras.export.verify` cannot check this folder:
+it requires `serving_default` to take `images`.)
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from typing import Any, Dict, List, Optional, Sequence
+
+LOG = logging.getLogger("fra_keras.tfx_trainer")
+
+#: Signature name -> (input name, the fra_keras export signature it reuses).
+TFX_SIGNATURES = {
+    "serving_default": ("examples", "serve_tf_example"),
+    "serve_images": ("images", "serving_default"),
+    "serve_image_bytes": ("image_bytes", "serve_image_bytes"),
+    "serve_tf_example": ("examples", "serve_tf_example"),
+}
+#: The tf.function attribute of the exported module behind each fra_keras export signature.
+_MODULE_FUNCTIONS = {"serving_default": "serve_images", "serve_image_bytes": "serve_image_bytes",
+                     "serve_tf_example": "serve_tf_example"}
+TFX_MANIFEST = os.path.join("assets.extra", "fra_tfx.json")
+TFX_REFERENCE = os.path.join("assets.extra", "verification.npz")
+WARMUP = os.path.join("assets.extra", "tf_serving_warmup_requests")
+TRAINER_OPTIONS = {"steps_per_epoch": None, "image_key": "image", "shuffle_buffer": 8192, "export_name": "fra",
+                   "checkpoint_every": 1, "saved_model_cli": True, "verbose": 2}
+_IGNORED_PREFIXES = ("ai_platform_", "vertex_")
+
+
+# =============================================================================================
+# custom_config and step planning
+# =============================================================================================
+# No `from __future__ import annotations`: TFX may execute this file without registering it in
+# sys.modules, and dataclasses then cannot resolve string annotations.
+@dataclasses.dataclass
+class TrainerSettings:
+    config: Any                       # FRAConfig (before step planning)
+    options: Dict[str, Any]
+
+
+def parse_custom_config(custom_config: Optional[dict]) -> TrainerSettings:
+    """FRAConfig and trainer options from `fn_args.custom_config` (see the module docstring)."""
+    from fra_keras.config import ConfigError, FRAConfig
+
+    if isinstance(custom_config, str):  # some runners hand custom_config over as its JSON text
+        try:
+            custom_config = json.loads(custom_config) if custom_config.strip() else None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"custom_config is a string but not JSON: {e}") from None
+    if not isinstance(custom_config, (dict, type(None))):
+        raise ConfigError(f"custom_config={custom_config!r} must be a dict (or None)")
+    values = dict(custom_config or {})
+    fields = {f.name for f in dataclasses.fields(FRAConfig)}
+    preset = values.pop("preset", None)
+    path = values.pop("fra_config_path", None)
+    nested = values.pop("fra_config", None) or {}
+    if not isinstance(nested, dict):
+        raise ConfigError(f"custom_config['fra_config']={nested!r} must be a dict of FRAConfig fields")
+    options = dict(TRAINER_OPTIONS)
+    flat, unknown = {}, []
+    for key, value in values.items():
+        if key in TRAINER_OPTIONS:
+            options[key] = value
+        elif key in fields:
+            flat[key] = value
+        elif not key.startswith(_IGNORED_PREFIXES):
+            unknown.append(key)
+    if unknown:
+        raise ConfigError(f"custom_config keys {sorted(unknown)} are not FRAConfig fields nor trainer options "
+                          f"{sorted(TRAINER_OPTIONS)} nor 'preset' / 'fra_config' / 'fra_config_path'")
+    both = sorted(set(flat) & set(nested))
+    if both:
+        raise ConfigError(f"custom_config gives {both} both flat and in 'fra_config'; give each once")
+    if preset is not None and path is not None:
+        raise ConfigError("custom_config: give 'preset' or 'fra_config_path', not both")
+    base = FRAConfig.from_json(path) if path is not None else FRAConfig.from_preset(preset or "paper")
+    overrides = {**nested, **flat}
+    config = base.replace(**overrides) if overrides else base
+    for name in ("steps_per_epoch", "shuffle_buffer", "checkpoint_every"):
+        value = options[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"custom_config['{name}']={value!r} must be a positive integer")
+    if not isinstance(options["image_key"], str) or not options["image_key"]:
+        raise ConfigError(f"custom_config['image_key']={options['image_key']!r} must be a feature name")
+    return TrainerSettings(config, options)
+
+
+@dataclasses.dataclass
+class StepPlan:
+    epochs: int
+    steps_per_epoch: int
+    warmup_epochs: int
+    note: str = ""
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+def plan_steps(train_steps: Optional[int], config, steps_per_epoch: Optional[int] = None) -> StepPlan:
+    """Epochs x steps per epoch for `train_steps` optimiser steps (rule in the module docstring)."""
+    from fra_keras.config import ConfigError
+
+    wanted = steps_per_epoch or config.steps_per_epoch
+    if not train_steps:
+        if not wanted:
+            raise ConfigError("train_steps (TrainArgs.num_steps) is not set and steps_per_epoch is unknown: set "
+                              "one of them (custom_config['steps_per_epoch'] or FRAConfig.steps_per_epoch)")
+        return StepPlan(config.epochs, int(wanted), config.warmup_epochs)
+    if isinstance(train_steps, bool) or int(train_steps) != train_steps or train_steps < 1:
+        raise ConfigError(f"train_steps={train_steps!r} must be a positive integer")
+    train_steps = int(train_steps)
+    wanted = min(int(wanted or math.ceil(train_steps / config.epochs)), train_steps)
+    spe = next((d for d in range(wanted, (wanted + 1) // 2 - 1, -1) if d >= 1 and train_steps % d == 0), None)
+    note = ""
+    if spe is None:
+        spe = wanted
+        note = (f"train_steps={train_steps} has no divisor in [{(wanted + 1) // 2}, {wanted}]: training runs "
+                f"{math.ceil(train_steps / spe) * spe} steps ({math.ceil(train_steps / spe)} x {spe})")
+    epochs = math.ceil(train_steps / spe)
+    warmup = min(epochs, int(round(config.warmup_epochs / config.epochs * epochs)))
+    return StepPlan(epochs, spe, warmup, note)
+
+
+# =============================================================================================
+# Input
+# =============================================================================================
+def _as_patterns(files) -> List[str]:
+    if files is None:
+        return []
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    return [os.fspath(f) for f in files]
+
+
+def list_record_files(patterns: Sequence[str]) -> List[str]:
+    """Sorted TFRecord files matched by `patterns` (globs or folders), without json / hidden / `_*` files."""
+    import tensorflow as tf
+
+    found = set()
+    for pattern in patterns:
+        glob = os.path.join(pattern, "*") if tf.io.gfile.isdir(pattern) else pattern
+        for path in tf.io.gfile.glob(glob):
+            name = os.path.basename(path.rstrip("/"))
+            if (name.startswith((".", "_")) or name.endswith(".json") or ".partial-" in name
+                    or tf.io.gfile.isdir(path)):
+                continue
+            found.add(path)
+    if not found:
+        raise ValueError(f"file patterns {list(patterns)!r} match no TFRecord file (expected the shards of "
+                         "python -m fra_keras.data.shard or ExampleGen's Split-*/ files)")
+    return sorted(found)
+
+
+def two_view_dataset(patterns: Sequence[str], config, *, image_key: str = "image", training: bool = True,
+                     shuffle_buffer: int = 8192, seed: Optional[int] = None, repeat: bool = True):
+    """{"view1", "view2"} batches (global `config.batch_size`, remainder dropped) of the two FRA views of
+    the images in TFRecord files of tf.Examples (GZIP detected per file by the `.gz` suffix).
+
+    The reader keeps to from_tensor_slices / interleave / shuffle / repeat / map / batch, so tf.data's
+    FILE auto-sharding gives each worker its own files under a multi-worker strategy. `training=False`
+    reads the files in a fixed order and draws the view seeds from a fixed op seed, so evaluation batches
+    are the same on every call.
+    """
+    import tensorflow as tf
+
+    from fra_keras.data.augment import two_views
+    from fra_keras.data.folders import decode_image
+
+    files = list_record_files(patterns)
+    seed = int(config.seed if seed is None else seed)
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+
+    def read(path):
+        compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
+        return tf.data.TFRecordDataset(path, compression_type=compression)
+
+    ds = ds.interleave(read, cycle_length=min(len(files), 16), block_length=1,
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    if training and shuffle_buffer > 1:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    features = {image_key: tf.io.FixedLenFeature([], tf.string)}
+    op_seed = seed * 1009 + (1 if training else 7)
+
+    def attach_seed(record):  # a sequential map: the stateful draws happen in element order
+        return record, tf.random.uniform([2], maxval=tf.int64.max, dtype=tf.int64, seed=op_seed)
+
+    def views(record, element_seed):
+        image = decode_image(tf.io.parse_single_example(record, features)[image_key])
+        view1, view2 = two_views(image, config, seed=element_seed)
+        return {"view1": view1, "view2": view2}
+
+    ds = ds.map(attach_seed)
+    ds = ds.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(int(config.batch_size), drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
+    return ds.with_options(options)
+
+
+# =============================================================================================
+# Files (local or remote, e.g. gs://)
+# =============================================================================================
+def _is_remote(path: str) -> bool:
+    return "://" in os.fspath(path)
+
+
+def _upload(local: str, remote: str):
+    """Copy a local folder tree to a (remote) folder with tf.io.gfile."""
+    import tensorflow as tf
+
+    for folder, _, names in os.walk(local):
+        rel = os.path.relpath(folder, local)
+        target = remote if rel == "." else f"{remote.rstrip('/')}/{rel.replace(os.sep, '/')}"
+        tf.io.gfile.makedirs(target)
+        for name in names:
+            tf.io.gfile.copy(os.path.join(folder, name), f"{target}/{name}", overwrite=True)
+
+
+def _atomic_json(path: str, value: dict):
+    from fra_keras.config import atomic_write_text
+
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+# =============================================================================================
+# The TFX serving model
+# =============================================================================================
+def _tensor_proto(value):
+    import numpy as np
+    import tensorflow as tf
+
+    if isinstance(value, list):
+        return tf.make_tensor_proto([bytes(v) for v in value], dtype=tf.string, shape=[len(value)])
+    return tf.make_tensor_proto(np.asarray(value))
+
+
+def write_warmup(folder: str, config, model_name: str) -> int:
+    """assets.extra/tf_serving_warmup_requests with one request per TFX signature (PredictionLog
+    records encoded by `fra_keras.export.prediction_log_bytes`: no tensorflow-serving-api needed)."""
+    import tensorflow as tf
+
+    from fra_keras import export
+
+    by_export_signature = {sig: (name, value) for sig, name, value in export.warmup_requests(config, model_name)}
+    path = os.path.join(folder, WARMUP)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature, (input_name, source) in TFX_SIGNATURES.items():
+            name, value = by_export_signature[source]
+            assert name == input_name, (name, input_name)
+            writer.write(export.prediction_log_bytes(model_name, signature, input_name, _tensor_proto(value)))
+    return len(TFX_SIGNATURES)
+
+
+def write_serving_model(export_dir: str, serving_model_dir: str, model_name: str = "fra",
+                        extra_info: Optional[dict] = None, saved_model_cli: bool = False) -> dict:
+    """Save the verified fra_keras export in `export_dir` again with the TFX signatures (module docstring)
+    into `serving_model_dir`, verify it there (`verify_serving_model`) and move it into place.
+
+    The graph and variables are the export's (re-saved from `tf.saved_model.load`), so nothing is traced
+    from Keras again. Returns the verification report. Raises `fra_keras.export.VerificationError`.
+    """
+    import tensorflow as tf
+
+    from fra_keras import export
+    from fra_keras.config import FRAConfig
+
+    manifest = export.read_manifest(export_dir)
+    config = FRAConfig.from_dict(manifest["config"])
+    local_final = serving_model_dir
+    staging_root = None
+    if _is_remote(serving_model_dir):
+        staging_root = tempfile.mkdtemp(prefix="fra-tfx-serving-")
+        local_final = os.path.join(staging_root, "serving")
+    parent = os.path.dirname(os.path.abspath(local_final))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".tmp-serving-{uuid.uuid4().hex[:8]}")
+    try:
+        loaded = tf.saved_model.load(export_dir)
+        signatures = {sig: getattr(loaded, _MODULE_FUNCTIONS[source]) for sig, (_, source) in TFX_SIGNATURES.items()}
+        tf.saved_model.save(loaded, tmp, signatures=signatures)
+        n_warm = write_warmup(tmp, config, model_name)
+        shutil.copy2(os.path.join(export_dir, export.REFERENCE), os.path.join(tmp, TFX_REFERENCE))
+        info = {"format": "fra_keras tfx serving model", "model_name": model_name,
+                "signatures": {sig: {"input": name, "fra_keras_export_signature": source}
+                               for sig, (name, source) in TFX_SIGNATURES.items()},
+                "outputs": manifest["outputs"], "warmup_requests": n_warm,
+                "source_export": {"path": os.path.abspath(export_dir), "manifest": manifest},
+                "config": manifest["config"], **(extra_info or {})}
+        _atomic_json(os.path.join(tmp, TFX_MANIFEST), info)
+        report = verify_serving_model(tmp, saved_model_cli=saved_model_cli)
+        if os.path.exists(local_final):
+            shutil.rmtree(local_final)
+        os.rename(tmp, local_final)
+        if staging_root is not None:
+            _upload(local_final, serving_model_dir)
+        return report
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if staging_root is not None:
+            shutil.rmtree(staging_root, ignore_errors=True)
+
+
+def verify_serving_model(serving_model_dir: str, saved_model_cli: bool = False) -> dict:
+    """Check a serving model written by `write_serving_model`; raise `fra_keras.export.VerificationError`
+    listing every problem. Checks: no PyFunc / XLA-only ops; the four signatures with their input names and
+    the manifest's outputs; `serve_images` vs the stored Keras outputs (batches of 1, 4 and 2 images at
+    another size) within `fra_keras.export.TOLERANCES`; `serving_default` (tf.Example of PNGs),
+    `serve_tf_example` and `serve_image_bytes` vs `serve_images` within the float32 tolerance; the
+    warm-up requests replayed through the gRPC contract (`fra_keras.serving.Predictor`, when
+    tensorflow-serving-api is installed; else the file must exist); optionally `saved_model_cli`."""
+    import numpy as np
+    import tensorflow as tf
+
+    from fra_keras import export
+    from fra_keras.serving import Predictor, ServingError, build_tf_example
+
+    problems: List[str] = []
+    report: Dict[str, Any] = {"checks": [], "max_abs_diff": {}}
+    with open(os.path.join(serving_model_dir, TFX_MANIFEST)) as f:
+        info = json.load(f)
+    names = sorted(info["outputs"])
+    problems += export.scan_graph_ops(serving_model_dir)
+    report["checks"].append("graph ops (no PyFunc / XLA-only)")
+    try:
+        loaded = tf.saved_model.load(serving_model_dir)
+    except Exception as e:  # noqa: BLE001 - any load failure is a verification failure
+        raise export.VerificationError(problems + [f"tf.saved_model.load failed: {str(e).splitlines()[0]}"],
+                                       report) from None
+    if sorted(loaded.signatures) != sorted(TFX_SIGNATURES):
+        problems.append(f"signatures {sorted(loaded.signatures)} != {sorted(TFX_SIGNATURES)}")
+    predictor = Predictor(loaded)
+    for sig, (input_name, _) in TFX_SIGNATURES.items():
+        if sig not in loaded.signatures:
+            continue
+        if list(predictor.signatures[sig]) != [input_name]:
+            problems.append(f"{sig}: inputs {list(predictor.signatures[sig])}, expected [{input_name!r}]")
+        outs = sorted(loaded.signatures[sig].structured_outputs)
+        if outs != names:
+            problems.append(f"{sig}: outputs {outs} differ from {names}")
+    report["checks"].append("signatures, input names, outputs")
+    if saved_model_cli:
+        text = export.saved_model_cli_show(serving_model_dir)
+        for sig, (input_name, _) in TFX_SIGNATURES.items():
+            if f"signature_def['{sig}']" not in text or f"inputs['{input_name}']" not in text:
+                problems.append(f"saved_model_cli show --all does not list {sig}({input_name})")
+        report["checks"].append("saved_model_cli show --all")
+    if problems:
+        raise export.VerificationError(problems, report)
+
+    inputs, reference, tol_key = export.load_reference(os.path.join(serving_model_dir, TFX_REFERENCE))
+    keras_tol, tight = export.TOLERANCES[tol_key], export.TOLERANCES["float32"]
+
+    def compare(a, b, tol, label):
+        entry = report["max_abs_diff"].setdefault(label, {})
+        for name in names:
+            x, y = np.asarray(a[name], np.float64), np.asarray(b[name], np.float64)
+            if x.shape != y.shape:
+                problems.append(f"{label}: {name} shapes differ {x.shape} vs {y.shape}")
+                continue
+            diff = float(np.max(np.abs(x - y))) if x.size else 0.0
+            limit = tol.limit(float(np.max(np.abs(y))) if y.size else 0.0)
+            entry[name] = max(entry.get(name, 0.0), diff)
+            if not np.isfinite(diff) or diff > limit:
+                problems.append(f"{label}: {name} max abs difference {diff:.3g} exceeds {limit:.3g}")
+
+    try:
+        batches = {"b1": inputs["b4"][:1], "b4": inputs["b4"], "odd": inputs["odd"]}
+        by_images = {}
+        for batch, images in batches.items():
+            by_images[batch] = predictor.predict({"images": images}, "serve_images")
+            compare(by_images[batch], reference[batch], keras_tol, "serve_images_vs_keras")
+        pngs = [tf.io.encode_png(im).numpy() for im in inputs["b4"]]
+        examples = np.array([build_tf_example(p) for p in pngs], dtype=object)
+        compare(predictor.predict({"examples": examples}), by_images["b4"], tight, "serving_default_vs_images")
+        compare(predictor.predict({"examples": examples}, "serve_tf_example"), by_images["b4"], tight,
+                "serve_tf_example_vs_images")
+        compare(predictor.predict({"image_bytes": np.array(pngs, dtype=object)}, "serve_image_bytes"),
+                by_images["b4"], tight, "serve_image_bytes_vs_images")
+        report["checks"].append("outputs of the four signatures")
+        warm_path = os.path.join(serving_model_dir, WARMUP)
+        try:
+            warm = export.read_warmup(serving_model_dir)
+        except ImportError:
+            warm = None
+            if not os.path.isfile(warm_path):
+                problems.append(f"{WARMUP} is missing")
+            report["checks"].append("warm-up file present (install tensorflow-serving-api to replay it)")
+        if warm is not None:
+            seen = set()
+            for request in warm:
+                predictor.handle_grpc(request)
+                seen.add(request.model_spec.signature_name)
+            if seen != set(TFX_SIGNATURES):
+                problems.append(f"{WARMUP}: requests for {sorted(seen)}, expected {sorted(TFX_SIGNATURES)}")
+            report["checks"].append(f"{len(warm)} warm-up requests replayed through the gRPC contract")
+    except ServingError as e:
+        problems.append(f"the serving model rejected a verification request: {e}")
+    report["ok"] = not problems
+    if problems:
+        raise export.VerificationError(problems, report)
+    return report
+
+
+# =============================================================================================
+# run_fn
+# =============================================================================================
+def _log_eval(run_dir: str, results: dict, step: int):
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, "validation"))
+    with writer.as_default():
+        for name, value in results.items():
+            tf.summary.scalar(f"evaluation_{name}_vs_iterations", float(value), step=step)
+    writer.flush()
+    writer.close()
+
+
+def _save_model_files(model, folder: str):
+    tmp_model = os.path.join(folder, f".tmp-model-{os.getpid()}.keras")
+    model.save(tmp_model)
+    os.replace(tmp_model, os.path.join(folder, "model.keras"))
+    tmp_backbone = os.path.join(folder, f".tmp-backbone-{os.getpid()}.weights.h5")
+    model.backbone.save_weights(tmp_backbone)
+    os.replace(tmp_backbone, os.path.join(folder, "backbone.weights.h5"))
+
+
+def run_fn(fn_args) -> dict:
+    """Pre-train FRA on `fn_args.train_files`, evaluate on `fn_args.eval_files`, write the serving model
+    to `fn_args.serving_model_dir` (module docstring). Returns a summary dict (also in
+    model_run_dir/summary.json). Raises on a non-finite loss or a failed verification; then nothing is
+    written to serving_model_dir."""
+    from fra_keras import distributed
+
+    serving_model_dir = getattr(fn_args, "serving_model_dir", None)
+    model_run_dir = getattr(fn_args, "model_run_dir", None)
+    if not serving_model_dir or not model_run_dir:
+        raise ValueError(f"fn_args needs serving_model_dir and model_run_dir, got {serving_model_dir!r} and "
+                         f"{model_run_dir!r}")
+    train_patterns = _as_patterns(getattr(fn_args, "train_files", None))
+    if not train_patterns:
+        raise ValueError("fn_args.train_files is empty: pass the TFRecord file patterns to train on")
+    list_record_files(train_patterns)          # fail now, not after training, when a pattern is wrong
+    eval_patterns = _as_patterns(getattr(fn_args, "eval_files", None))
+    if eval_patterns:
+        list_record_files(eval_patterns)
+    settings = parse_custom_config(getattr(fn_args, "custom_config", None))
+    train_steps = getattr(fn_args, "train_steps", None)
+    plan = plan_steps(train_steps, settings.config, settings.options["steps_per_epoch"])
+    config = settings.config.replace(epochs=plan.epochs, warmup_epochs=plan.warmup_epochs,
+                                     steps_per_epoch=plan.steps_per_epoch)
+    if plan.note:
+        LOG.warning(plan.note)
+    strategy = distributed.make_strategy(config.strategy)
+    remote = _is_remote(model_run_dir)
+    local_run = tempfile.mkdtemp(prefix="fra-tfx-run-") if remote else model_run_dir
+    try:
+        with distributed.chief_output_dir(local_run) as write_dir:
+            summary = _train_and_export(fn_args, config, settings.options, plan, strategy, write_dir,
+                                        tb_dir=model_run_dir, chief=distributed.is_chief(),
+                                        serving_model_dir=serving_model_dir)
+        if remote and distributed.is_chief():
+            _upload(local_run, model_run_dir)
+        return summary
+    finally:
+        if remote:
+            shutil.rmtree(local_run, ignore_errors=True)
+
+
+def _train_and_export(fn_args, config, options, plan, strategy, run_dir, tb_dir, chief, serving_model_dir):
+    import keras
+
+    from fra_keras import callbacks as fra_callbacks
+    from fra_keras import distributed
+    from fra_keras import export
+    from fra_keras.models.fra import FRA
+
+    os.makedirs(run_dir, exist_ok=True)
+    if not chief:
+        tb_dir = os.path.join(run_dir, "tensorboard")
+    config.to_json(os.path.join(run_dir, "config.json"))
+    keras.utils.set_random_seed(config.seed)
+    train_ds = two_view_dataset(_as_patterns(fn_args.train_files), config, image_key=options["image_key"],
+                                shuffle_buffer=options["shuffle_buffer"])
+    with strategy.scope():
+        model = FRA(config)
+        model.compile(steps_per_epoch=plan.steps_per_epoch)
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    initial_epoch = 0
+    folder, state = fra_callbacks.latest_checkpoint(checkpoints)
+    if folder is not None:
+        fra_callbacks.restore_checkpoint(model, folder)
+        initial_epoch = min(int(state["epoch"]), plan.epochs)
+        LOG.info("resumed from %s (epoch %d, step %d)", folder, initial_epoch, state["step"])
+    LOG.info("FRA %s: %s, %d px, global batch %d; %d epochs x %d steps (warm-up %d epochs); %s",
+             config.preset, config.backbone, config.image_size, config.batch_size, plan.epochs,
+             plan.steps_per_epoch, plan.warmup_epochs, distributed.describe(strategy))
+    guard = fra_callbacks.NonFiniteLossGuard()
+    history = fra_callbacks.HistoryCSV(os.path.join(run_dir, "history.csv"), append=initial_epoch > 0)
+    history.initial_epoch = initial_epoch
+    cbs = [guard, fra_callbacks.AtomicCheckpoint(checkpoints, every_epochs=options["checkpoint_every"], guard=guard,
+                                                 chief_only=False),
+           history, keras.callbacks.TensorBoard(tb_dir, write_graph=False, update_freq="epoch")]
+    start = time.time()
+    if initial_epoch < plan.epochs:
+        model.fit(train_ds, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch, initial_epoch=initial_epoch,
+                  callbacks=cbs, verbose=options["verbose"], shuffle=False)
+    if guard.failure:
+        raise fra_callbacks.NonFiniteLossError(guard.failure)
+    train_seconds = time.time() - start
+    step = int(model.optimizer.iterations.numpy())
+
+    eval_results = None
+    eval_patterns = _as_patterns(getattr(fn_args, "eval_files", None))
+    if eval_patterns:
+        eval_steps = getattr(fn_args, "eval_steps", None) or None
+        eval_ds = two_view_dataset(eval_patterns, config, image_key=options["image_key"], training=False,
+                                   seed=config.seed + 1, repeat=eval_steps is not None)
+        raw = model.evaluate(eval_ds, steps=eval_steps, return_dict=True, verbose=0)
+        eval_results = {k: float(v) for k, v in raw.items()}
+        eval_results["steps"] = eval_steps
+        LOG.info("validation (%s batches of %d): %s", eval_steps or "one pass", config.batch_size,
+                 ", ".join(f"{k}={v:.4f}" for k, v in eval_results.items() if k != "steps"))
+        _log_eval(tb_dir, {k: v for k, v in eval_results.items() if k != "steps"}, step)
+        _atomic_json(os.path.join(run_dir, "eval_results.json"), {**eval_results, "step": step})
+
+    logs = getattr(getattr(model, "history", None), "history", None) or {}
+    summary = {"train_steps": getattr(fn_args, "train_steps", None), "steps_run": step,
+               "epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch, "warmup_epochs": plan.warmup_epochs,
+               "train_seconds": round(train_seconds, 1), "final": {k: float(v[-1]) for k, v in logs.items() if v},
+               "eval": eval_results}
+    if not chief:
+        return summary
+
+    _save_model_files(model, run_dir)
+    name = options["export_name"]
+    result = export.export_model(model, output_dir=os.path.join(run_dir, "export"), name=name,
+                                 formats=("savedmodel",), saved_model_cli=bool(options["saved_model_cli"]),
+                                 log=LOG.info)
+    summary["export"] = result.paths["savedmodel"]
+    report = write_serving_model(result.paths["savedmodel"], serving_model_dir, model_name=name,
+                                 extra_info={"eval": eval_results, "training": {k: summary[k] for k in (
+                                     "train_steps", "steps_run", "epochs", "steps_per_epoch", "warmup_epochs")}},
+                                 saved_model_cli=bool(options["saved_model_cli"]))
+    summary["serving_model_dir"] = serving_model_dir
+    summary["serving_checks"] = report["checks"]
+    _atomic_json(os.path.join(run_dir, "summary.json"), summary)
+    LOG.info("serving model written to %s (signatures %s)", serving_model_dir, ", ".join(TFX_SIGNATURES))
+    return summary
