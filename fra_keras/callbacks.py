@@ -63,19 +63,30 @@ class AtomicCheckpoint(keras.callbacks.Callback):
       every_epochs: save period in epochs (the last epoch of `fit` is always saved).
       keep: how many checkpoint folders to keep (older ones are deleted after a new one is complete).
       guard: an optional `NonFiniteLossGuard`; no checkpoint is written after it fired.
+      chief_only: under multi-worker training (`TF_CONFIG`), workers other than the chief save to a
+        temporary folder that is deleted at once, so that every worker runs the same (possibly
+        collective) variable reads but only the chief's checkpoints remain (`distributed.is_chief`).
+        False: always write to `directory` (the caller already gave non-chief workers a private folder).
     """
 
-    def __init__(self, directory, every_epochs=1, keep=2, guard=None):
+    def __init__(self, directory, every_epochs=1, keep=2, guard=None, chief_only=True):
         super().__init__()
         self.directory = directory
         self.every_epochs = max(int(every_epochs), 1)
         self.keep = max(int(keep), 1)
         self.guard = guard
+        self.chief_only = bool(chief_only)
         self._epochs = None
+
+    def _writes(self):
+        from fra_keras.distributed import is_chief
+
+        return not self.chief_only or is_chief()
 
     def on_train_begin(self, logs=None):
         self._epochs = self.params.get("epochs") if self.params else None
-        os.makedirs(self.directory, exist_ok=True)
+        if self._writes():
+            os.makedirs(self.directory, exist_ok=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard is not None and self.guard.failure:
@@ -84,6 +95,15 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             return
         done = epoch + 1
         if done % self.every_epochs and done != self._epochs:
+            return
+        if not self._writes():
+            import tempfile
+
+            scratch = tempfile.mkdtemp(prefix="fra-ckpt-worker-")
+            try:
+                save_checkpoint(self.model, scratch, done, logs)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
             return
         save_checkpoint(self.model, self.directory, done, logs)
         self._prune()

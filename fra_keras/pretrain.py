@@ -37,7 +37,9 @@ operational advice:
   * A crash loses at most the current epoch: rerun with --resume RUN_DIR (the config is read back from
     RUN_DIR/config.json; flags you pass, e.g. --epochs, override it).
   * Several GPUs are used automatically (MirroredStrategy); several hosts through TF_CONFIG
-    (--strategy multi-worker). XLA is on by default on GPUs (--jit-compile).
+    (--strategy multi-worker: run the same command on every host, --output-dir on a shared file
+    system; only the chief writes). XLA is on by default with one GPU or a TPU (--jit-compile).
+    The learning rate is not scaled with the batch. See docs/scaling.md.
 """
 
 
@@ -90,13 +92,11 @@ def steps_per_epoch_for(config: FRAConfig) -> int:
         return config.steps_per_epoch
     if config.data_dir is None:
         raise ConfigError("steps_per_epoch=None with synthetic faces: pass --steps-per-epoch N")
-    from fra_keras.data.folders import list_images
-    from fra_keras.data.shard import has_shards
+    from fra_keras.data.pipeline import num_examples
 
-    if has_shards(config.data_dir):
-        raise ConfigError(f"data_dir={config.data_dir!r} holds TFRecord shards: pass --steps-per-epoch N "
-                          "(records // batch_size)")
-    count = len(list_images(config.data_dir))
+    if not os.path.isdir(config.data_dir):
+        raise ConfigError(f"data_dir={config.data_dir!r} is not a folder")
+    count = num_examples(config.data_dir)   # images in a folder, or records in TFRecord shards
     steps = count // config.batch_size
     if steps < 1:
         raise ConfigError(f"data_dir={config.data_dir!r} has {count} images, fewer than one batch of "
@@ -133,18 +133,33 @@ def run(args) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as e:
         cli_utils.fail(str(e))
 
-    tf = cli_utils.quiet_tensorflow()
+    cli_utils.quiet_tensorflow()
+    from fra_keras import distributed
+
+    # The strategy first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
+    try:
+        strategy = distributed.make_strategy(config.strategy)
+    except ValueError as e:
+        cli_utils.fail(str(e))
+    # Only the chief keeps artefacts; other workers write to a temporary folder, deleted at the end.
+    with distributed.chief_output_dir(output_dir) as write_dir:
+        return _train(args, config, output_dir, write_dir, resuming, steps_per_epoch, source, strategy)
+
+
+def _train(args, config, output_dir, write_dir, resuming, steps_per_epoch, source, strategy) -> int:
+    """Build, (resume,) fit and save. Checkpoints are read from `output_dir` (on a shared file system
+    for multi-worker resume) and everything is written to `write_dir` (`output_dir` on the chief)."""
     import keras
 
     from fra_keras import callbacks as fra_callbacks
     from fra_keras import data as fra_data
-    from fra_keras.distributed import make_strategy
-    from fra_keras.models.fra import FRA, resolve_jit_compile
+    from fra_keras import distributed
+    from fra_keras.models.fra import FRA
 
-    os.makedirs(output_dir, exist_ok=True)
-    config.to_json(os.path.join(output_dir, "config.json"))
+    checkpoints = os.path.join(output_dir, "checkpoints")
+    os.makedirs(write_dir, exist_ok=True)
+    config.to_json(os.path.join(write_dir, "config.json"))
     keras.utils.set_random_seed(config.seed)
-    strategy = make_strategy(config.strategy)
     with strategy.scope():
         model = FRA(config)
         model.compile(steps_per_epoch=steps_per_epoch)
@@ -164,18 +179,27 @@ def run(args) -> int:
           f"{config.image_size}px -> {config.feature_grid}x{config.feature_grid} grid, K={config.num_regions}, "
           f"{n_params / 1e6:.2f}M trainable params")
     print(f"data: {source}; global batch {config.batch_size}, {steps_per_epoch} steps x {config.epochs} epochs; "
-          f"{strategy.num_replicas_in_sync} replica(s), {config.precision}, "
-          f"XLA {'on' if resolve_jit_compile(config.jit_compile) else 'off'}")
-    print(f"output: {output_dir}")
+          f"{distributed.describe(strategy)}, {config.precision}, "
+          f"XLA {'on' if model.jit_compile else 'off'}")
+    print(f"output: {output_dir}" + ("" if write_dir == output_dir else
+                                     " (written by the chief; this worker's files go to a temporary folder)"))
 
-    dataset = fra_data.pretraining_dataset(config)
+    if distributed.in_multi_worker_mode(strategy):
+        # One input pipeline per worker, each reading its own share of the source and producing
+        # per-replica batches (instead of every worker building every global batch and dropping the
+        # other workers' part, tf.data's DATA auto-sharding).
+        dataset = strategy.distribute_datasets_from_function(
+            lambda context: fra_data.pretraining_dataset(config, input_context=context))
+    else:
+        dataset = fra_data.pretraining_dataset(config)
     guard = fra_callbacks.NonFiniteLossGuard()
     cbs = [guard,
-           fra_callbacks.AtomicCheckpoint(checkpoints, every_epochs=args.checkpoint_every, guard=guard),
-           fra_callbacks.HistoryCSV(os.path.join(output_dir, "history.csv"), append=resuming)]
+           fra_callbacks.AtomicCheckpoint(os.path.join(write_dir, "checkpoints"), every_epochs=args.checkpoint_every,
+                                          guard=guard, chief_only=False),
+           fra_callbacks.HistoryCSV(os.path.join(write_dir, "history.csv"), append=resuming)]
     cbs[-1].initial_epoch = initial_epoch
     if not args.no_tensorboard:
-        cbs.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard"), write_graph=False,
+        cbs.append(keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard"), write_graph=False,
                                                update_freq="epoch"))
         if args.heatmap_every and config.region_losses:
             try:
@@ -183,7 +207,7 @@ def run(args) -> int:
             except ImportError:
                 HeatmapCallback = None
             if HeatmapCallback is not None:
-                cbs.append(HeatmapCallback(os.path.join(output_dir, "tensorboard"), config,
+                cbs.append(HeatmapCallback(os.path.join(write_dir, "tensorboard"), config,
                                            every_epochs=args.heatmap_every))
     start = time.time()
     if initial_epoch < config.epochs:
@@ -192,11 +216,15 @@ def run(args) -> int:
     if guard.failure:
         print(f"error: {guard.failure}", file=sys.stderr)
         return 1
-    _save_final(model, output_dir)
+    _save_final(model, write_dir)
     summary = {"seconds": round(time.time() - start, 1), "epochs": config.epochs,
-               "steps_per_epoch": steps_per_epoch, "final": _last_history_row(output_dir)}
-    atomic_write_text(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
-    print(f"done in {summary['seconds']:.0f}s: {output_dir}/model.keras, {output_dir}/backbone.weights.h5")
+               "steps_per_epoch": steps_per_epoch, "final": _last_history_row(write_dir)}
+    atomic_write_text(os.path.join(write_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    # Every worker prints the digest of its final weights: they must agree in a multi-worker run.
+    print(f"weights digest: {distributed.weights_digest(model)}")
+    where = (f"{output_dir}/model.keras, {output_dir}/backbone.weights.h5" if write_dir == output_dir
+             else "this worker's copies are discarded, the chief writes the run folder")
+    print(f"done in {summary['seconds']:.0f}s: {where}")
     return 0
 
 

@@ -42,14 +42,26 @@ def dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-def resolve_jit_compile(mode) -> bool:
-    """`auto` -> XLA on when a GPU / TPU is visible, off on CPU (measured slower there, STACK.md)."""
+def resolve_jit_compile(mode, strategy=None) -> bool:
+    """Whether to XLA-compile the train step. `true` / `false` are obeyed.
+
+    `auto`: on with a TPU; on with a GPU when the step runs as one replica; off on CPU (measured slower
+    there, STACK.md) and off with several replicas (MirroredStrategy / MultiWorkerMirroredStrategy):
+    Keras compiles `strategy.run` as a whole, and the step's cross-replica all-reduces (SyncBN, the
+    global mask-embedding mean, Sinkhorn sums) cannot be compiled across devices -- Keras' own "auto"
+    turns XLA off under tf.distribute for the same reason. `strategy`: default, the current one.
+    """
     mode = str(mode).lower()
     if mode in ("true", "1"):
         return True
     if mode in ("false", "0"):
         return False
-    return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+    strategy = strategy or tf.distribute.get_strategy()
+    if isinstance(strategy, tf.distribute.TPUStrategy) or tf.config.list_physical_devices("TPU"):
+        return True
+    if strategy.num_replicas_in_sync > 1:
+        return False
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def _views(data):
@@ -172,7 +184,7 @@ class FRA(keras.Model):
         Args:
           steps_per_epoch: overrides `config.steps_per_epoch` for planning the learning-rate and EMA
             schedules (total steps = epochs * steps_per_epoch).
-          jit_compile: None -> the config's `jit_compile` ("auto": XLA on GPU / TPU only).
+          jit_compile: None -> the config's `jit_compile` ("auto": see `resolve_jit_compile`).
         """
         spe = steps_per_epoch or self.config.steps_per_epoch
         if spe is None:
@@ -183,10 +195,19 @@ class FRA(keras.Model):
         if optimizer is None:
             optimizer = build_optimizer(self.config, spe)
         if jit_compile is None:
-            jit_compile = resolve_jit_compile(self.config.jit_compile)
+            jit_compile = resolve_jit_compile(self.config.jit_compile, self.distribute_strategy)
         kwargs.pop("loss", None)
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
         if not self.optimizer.built:
+            self.optimizer.build(self.optimized_variables)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Every FRA variable exists after __init__ and compile() builds the optimiser, so there is
+        # nothing to build symbolically. Keras' version (TF backend, model made under a strategy)
+        # pulls the first distributed batch and `strategy.reduce`s it, which fails for dict batches
+        # under MultiWorkerMirroredStrategy ("Attempt to convert a value ({'view1': PerReplica...")
+        # and costs a cross-worker collective.
+        if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.optimized_variables)
 
     def compile_from_config(self, config):
@@ -304,10 +325,10 @@ class FRA(keras.Model):
                 proto.assign(value)
 
         z_std, entropy = self._health(online)
-        return self._update_trackers(dict(
+        return distributed.step_outputs(self._update_trackers(dict(
             loss=distributed.cross_replica_mean(loss), z_std=z_std, region_entropy=entropy,
             ema_momentum=momentum, lr=tf.cast(lr, tf.float32),
-            **{k: distributed.cross_replica_mean(v) for k, v in parts.items()}))
+            **{k: distributed.cross_replica_mean(v) for k, v in parts.items()})))
 
     def test_step(self, data):
         view1, view2 = _views(data)
@@ -315,7 +336,8 @@ class FRA(keras.Model):
         online = [self._run_network(self.backbone, self.neck, v, False) for v in (view1, view2)]
         loss, parts = self._compute_losses(online, target, training=False)
         z_std, entropy = self._health(online)
-        values = dict(loss=loss, z_std=z_std, region_entropy=entropy, **parts)
+        values = dict(loss=distributed.cross_replica_mean(loss), z_std=z_std, region_entropy=entropy,
+                      **{k: distributed.cross_replica_mean(v) for k, v in parts.items()})
         for name, value in values.items():
             self._fra_trackers[name].update_state(value)
-        return {name: self._fra_trackers[name].result() for name in values}
+        return distributed.step_outputs({name: self._fra_trackers[name].result() for name in values})

@@ -1,0 +1,297 @@
+"""Training-step throughput: the full FRA step against the backbone "floor", measured in one run.
+
+    python benchmarks/train_step.py --preset tiny
+    python benchmarks/train_step.py --preset paper --backbone resnet18 --image-size 112 --batch-size 16
+    python benchmarks/train_step.py --preset paper --image-size 112 --batch-size 8 --pieces
+
+FRA step: `FRA.train_step` (2 online forward+backward passes and 2 target forward passes of backbone +
+neck, predictors, losses, LARS, EMA of the target, prototype EMA), in a `tf.function` (XLA with
+--jit-compile true).
+Floor: the same backbone doing exactly its share of that work and nothing else: 2 forward+backward
+passes (online, both views) and 2 forward passes (target, training-mode BatchNorm), with a plain SGD
+update so that the gradients are really computed. FRA / floor is what the heads, losses, optimiser and
+EMA cost on top of the unavoidable backbone work.
+
+The two are timed in rotation (`--repeats` rounds of `--steps` steps each, after `--warmup` steps
+that include tracing), so that load swings on a shared machine hit both alike; the median and best
+round are printed, with the ratio of the medians. Throughput counts samples (view pairs) per second:
+batch_size / step time.
+
+--pieces adds a breakdown: forward+backward time of each head on the real feature shapes, the losses,
+the optimiser update and the EMA, each as its own `tf.function` (see docs/scaling.md for figures).
+Any FRAConfig field can be overridden with its flag (`--hidden-dim 1024`, `--precision mixed_bfloat16`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from fra_keras import cli_utils  # noqa: E402
+from fra_keras.config import FRAConfig  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="tiny", help="tiny | paper (then override fields)")
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed round (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds of each (default 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first, tracing included")
+    parser.add_argument("--pieces", action="store_true", help="also time the parts of the FRA step")
+    parser.add_argument("--flops", action="store_true",
+                        help="also count the FLOPs of both steps (TF graph statistics) and split FRA's by part")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: TensorFlow's default)")
+    cli_utils.add_config_flags(parser)
+    args = parser.parse_args(argv)
+    overrides = cli_utils.config_overrides(args)
+    overrides.setdefault("steps_per_epoch", 1000)
+    overrides.setdefault("epochs", 10)
+    return args, FRAConfig.from_preset(args.preset, **overrides)
+
+
+def random_views(config, seed=0):
+    import tensorflow as tf
+
+    g = tf.random.Generator.from_seed(seed)
+    shape = (config.batch_size, config.image_size, config.image_size, 3)
+    return {"view1": g.normal(shape), "view2": g.normal(shape)}
+
+
+def fra_step_fn(config, jit):
+    import tensorflow as tf
+
+    from fra_keras.models.fra import FRA
+
+    model = FRA(config)
+    model.compile(jit_compile=jit)
+    step = tf.function(model.train_step, jit_compile=jit, reduce_retracing=True)
+    return model, lambda views: step(views)["loss"]
+
+
+def floor_step_fn(config, jit):
+    """2 forward+backward (online) + 2 forward (target) passes of the backbone, plain SGD update."""
+    import keras
+    import tensorflow as tf
+
+    from fra_keras.models.backbone import build_backbone
+    from fra_keras.models.fra import dtype_policy
+
+    with dtype_policy(config.precision):
+        online = build_backbone(config, name="floor_online")
+        target = build_backbone(config, name="floor_target")
+    optimizer = keras.optimizers.SGD(1e-4)
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(online.trainable_variables)
+
+    @tf.function(jit_compile=jit, reduce_retracing=True)
+    def step(views):
+        t = [target(views[k], training=True) for k in ("view1", "view2")]
+        with tf.GradientTape() as tape:
+            f = [online(views[k], training=True) for k in ("view1", "view2")]
+            loss = sum(tf.reduce_mean(tf.cast(x, tf.float32)) for x in f)
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, online.trainable_variables)
+        optimizer.apply_gradients(zip(grads, online.trainable_variables))
+        return loss + 0.0 * sum(tf.reduce_mean(tf.cast(x, tf.float32)) for x in t)
+
+    return step
+
+
+def time_rounds(fns, views, steps, repeats, warmup):
+    """{name: [seconds per step, one per round]}, rounds interleaved across `fns`."""
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            float(fn(views))
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                out = fn(views)
+            float(out)
+            times[name].append((time.perf_counter() - start) / steps)
+    return times
+
+
+def pieces(model, config, views, jit, steps, repeats):
+    """Seconds per call of each part of the FRA step (forward+backward where it has weights)."""
+    import tensorflow as tf
+
+    from fra_keras import losses
+    from fra_keras.optimizers import ema_momentum
+
+    v = views["view1"]
+    feats = model.backbone(v, training=True)
+    b, h, w, c = feats.shape
+    k, d = config.num_regions, config.proj_dim
+    neck = model.neck
+    out = neck(feats, training=True)
+    fns = {}
+
+    def fwd_bwd(layer, make_input):
+        x = make_input()
+
+        @tf.function(jit_compile=jit)
+        def fn():
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+                s = sum(tf.reduce_sum(tf.cast(t, tf.float32)) for t in tf.nest.flatten(y))
+            g = tape.gradient(s, layer.trainable_variables + [x])
+            return s + 0.0 * sum(tf.reduce_sum(tf.cast(gi, tf.float32)) for gi in g if gi is not None)
+        return fn
+
+    fns["backbone fwd+bwd (1 view)"] = fwd_bwd(model.backbone, lambda: v)
+    fns["global projector fwd+bwd"] = fwd_bwd(neck.proj, lambda: tf.reduce_mean(feats, axis=[1, 2]))
+    if config.region_losses:
+        fns["pixel projector fwd+bwd"] = fwd_bwd(neck.pixel_proj, lambda: feats)
+        fns["mask decoder fwd+bwd"] = fwd_bwd(neck.mask_decoder, lambda: feats)
+        fns["region projector fwd+bwd"] = fwd_bwd(neck.region_proj, lambda: tf.cast(
+            tf.random.normal((b, k, c)), feats.dtype))
+        fns["region predictor fwd+bwd"] = fwd_bwd(model.region_predictor, lambda: out["regions"])
+        fns["whole neck fwd+bwd"] = fwd_bwd(neck, lambda: feats)
+
+        @tf.function(jit_compile=jit)
+        def loss_fn():
+            logits = tf.random.normal((b * h * w, k))
+            p = tf.random.normal((b, k, d))
+            with tf.GradientTape() as tape:
+                tape.watch([logits, p])
+                s = losses.clustering_loss(logits, logits * 0.9) + losses.region_loss(p, p * 0.9)
+            g = tape.gradient(s, [logits, p])
+            return s + 0.0 * tf.reduce_sum(g[0])
+        fns["clustering + region losses fwd+bwd"] = loss_fn
+    fns["predictor fwd+bwd"] = fwd_bwd(model.predictor, lambda: out["z"])
+
+    variables = model.optimized_variables
+    grads = [tf.random.normal(var.shape) * 1e-3 for var in variables]
+
+    @tf.function(jit_compile=jit)
+    def optimizer_fn():
+        model.optimizer.apply_gradients(zip(grads, variables))
+        return tf.constant(0.0)
+    fns[f"{type(model.optimizer).__name__} update ({sum(int(np_size(x)) for x in variables) / 1e6:.1f}M params)"] = optimizer_fn
+
+    @tf.function(jit_compile=jit)
+    def ema_fn():
+        m = ema_momentum(tf.constant(0), 1000, config.ema_momentum)
+        for t_var, o_var in zip(model.target_variables, model.online_variables):
+            t_var.assign(m * t_var + (1.0 - m) * o_var)
+        return tf.constant(0.0)
+    fns["EMA of the target"] = ema_fn
+    wrapped = {name: (lambda f=f: lambda _views: f())() for name, f in fns.items()}
+    return time_rounds(wrapped, views, steps, repeats, warmup=1)
+
+
+# Graph-op name patterns of each part (forward and gradient ops share the layer's name scope; Keras
+# adds "_1"-style suffixes to scopes inside a tf.function), first match wins.
+PARTS = (("target backbone (2 fwd)", r"target_backbone(_\d+)?/"), ("target neck (2 fwd)", r"target_neck(_\d+)?/"),
+         ("pixel projector", r"pixel_proj(_\d+)?/"), ("region projector", r"region_proj(_\d+)?/"),
+         ("mask decoder", r"mask_decoder(_\d+)?/"), ("global projector", r"neck(_\d+)?/proj(_\d+)?/"),
+         ("region predictor", r"region_predictor(_\d+)?/"), ("predictor", r"predictor(_\d+)?/"),
+         ("online backbone (2 fwd+bwd)", r"(^|/)backbone(_\d+)?/"),
+         ("optimizer", r"(^|/)(lars|sgd|adamw|lion|lamb)(_\d+)?/"))
+
+
+def count_flops(fn, views):
+    """(total FLOPs, {part: FLOPs}) of one call of the tf.function `fn` from TF's op statistics
+    (convolutions, matmuls and their gradients; element-wise ops are not counted)."""
+    from tensorflow.python.framework import ops as tf_ops
+
+    graph = fn.get_concrete_function(views).graph
+    total, parts = 0, {}
+    for op in graph.get_operations():
+        if op.type.startswith("BatchMatMul"):
+            flops = _batch_matmul_flops(op)
+        else:
+            try:
+                stats = tf_ops.get_stats_for_node_def(graph, op.node_def, "flops")
+            except (ValueError, KeyError):
+                continue
+            flops = int(stats.value or 0)
+        total += flops
+        part = "losses, EMA, heatmap maths"
+        for label, pattern in PARTS:
+            if re.search(pattern, op.name):
+                part = label
+                break
+        parts[part] = parts.get(part, 0) + flops
+    return total, parts
+
+
+def _batch_matmul_flops(op):
+    """2 * batch * m * n * k, honouring adj_x (TF's own statistic takes k from the last axis of x even
+    when x is adjoint, which overstates the kernel gradients of Keras' EinsumDense 32-fold here)."""
+    x, out = op.inputs[0].shape, op.outputs[0].shape
+    if x.rank is None or out.rank is None or not out.is_fully_defined():
+        return 0
+    adj_x = op.get_attr("adj_x") if "adj_x" in op.node_def.attr else False
+    k = x[-2] if adj_x else x[-1]
+    if k is None:
+        return 0
+    return 2 * int(out.num_elements()) * int(k)
+
+
+def np_size(variable):
+    size = 1
+    for s in variable.shape:
+        size *= int(s)
+    return size
+
+
+def main(argv=None):
+    args, config = parse_args(argv)
+    tf = cli_utils.quiet_tensorflow()
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    from fra_keras.models.fra import resolve_jit_compile
+
+    jit = resolve_jit_compile(config.jit_compile)
+    views = random_views(config)
+    model, fra = fra_step_fn(config, jit)
+    floor = floor_step_fn(config, jit)
+    params = sum(np_size(v) for v in model.optimized_variables) / 1e6
+    print(f"{config.backbone} width {config.backbone_width} stride {config.output_stride} at {config.image_size} px "
+          f"({config.feature_grid}x{config.feature_grid} grid), batch {config.batch_size}, K={config.num_regions}, "
+          f"hidden {config.hidden_dim}, proj {config.proj_dim}, decoder {config.decoder_dim}; {config.precision}, "
+          f"XLA {'on' if jit else 'off'}; {params:.1f}M trainable params")
+    print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}, "
+          f"{tf.config.list_logical_devices()[0].device_type}; {args.repeats} rounds x {args.steps} steps, interleaved")
+    times = time_rounds({"fra": fra, "floor": floor}, views, args.steps, args.repeats, args.warmup)
+    b = config.batch_size
+    rows = {}
+    for name in ("fra", "floor"):
+        med, best = statistics.median(times[name]), min(times[name])
+        rows[name] = med
+        label = "FRA step" if name == "fra" else "floor (2 fwd+bwd + 2 fwd)"
+        print(f"{label:28s} {b / med:8.1f} samples/s (median)  {b / best:8.1f} (best)  {1000 * med:8.1f} ms/step")
+    ratios = sorted(f / g for f, g in zip(times["fra"], times["floor"]))
+    print(f"FRA / floor time ratio: {rows['fra'] / rows['floor']:.2f} (per-round ratios "
+          f"{ratios[0]:.2f}-{ratios[-1]:.2f})")
+    if args.flops:
+        fra_fn = tf.function(model.train_step)
+        fra_total, parts = count_flops(fra_fn, views)
+        floor_total, _ = count_flops(floor, views)
+        print(f"FLOPs per step: FRA {fra_total / 1e9:.1f} G, floor {floor_total / 1e9:.1f} G, "
+              f"ratio {fra_total / floor_total:.2f} (time ratio above)")
+        for name, value in sorted(parts.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:30s} {value / 1e9:8.2f} GFLOP  {100 * value / fra_total:5.1f} %")
+    if args.pieces:
+        print("pieces (median ms per call; forward+backward on one view's shapes, batch %d):" % b)
+        piece_times = pieces(model, config, views, jit, args.steps, max(args.repeats // 2, 2))
+        for name, values in piece_times.items():
+            print(f"  {name:44s} {1000 * statistics.median(values):8.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
