@@ -179,7 +179,8 @@ def pieces(model, config, views, jit, steps, repeats):
     def optimizer_fn():
         model.optimizer.apply_gradients(zip(grads, variables))
         return tf.constant(0.0)
-    fns[f"{type(model.optimizer).__name__} update ({sum(int(np_size(x)) for x in variables) / 1e6:.1f}M params)"] = optimizer_fn
+    millions = sum(np_size(x) for x in variables) / 1e6
+    fns[f"{type(model.optimizer).__name__} update ({millions:.1f}M params)"] = optimizer_fn
 
     @tf.function(jit_compile=jit)
     def ema_fn():

@@ -37,11 +37,18 @@ RTOL = 3e-2
 ATOL = 1e-7     # on the norm of a variable's update (attention key biases get ~1e-10 updates)
 
 
-def _two_devices():
+_STRATEGY = []
+
+
+def _strategy():
+    """One MirroredStrategy over the two logical CPUs for the whole module: a second strategy on the
+    same devices would reuse collective instance keys and clash with the first one's all-reduces."""
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     if len(devices) < 2:
         pytest.skip("needs the two logical CPU devices configured by tests/conftest.py")
-    return devices[:2]
+    if not _STRATEGY:
+        _STRATEGY.append(tf.distribute.MirroredStrategy(devices[:2]))
+    return _STRATEGY[0]
 
 
 def _batch(seed=0):
@@ -77,13 +84,12 @@ def _groups(model):
 
 
 def _run_pair(run_eagerly):
-    devices = _two_devices()
+    strategy = _strategy()
     config = FRAConfig.from_preset("tiny", **TINY)
     assert config.sync_batchnorm
     keras.utils.set_random_seed(1)
     single = FRA(config)
     single.compile(run_eagerly=run_eagerly)
-    strategy = tf.distribute.MirroredStrategy(devices)
     with strategy.scope():
         mirrored = FRA(config)
         mirrored.compile(run_eagerly=run_eagerly)
@@ -170,7 +176,7 @@ def test_global_batch_is_split_in_order(pair):
 
 
 def test_cross_replica_helpers_reduce_over_replicas(pair):
-    strategy = pair["strategy"]    # one strategy per device set: a second one reuses collective keys
+    strategy = pair["strategy"]
 
     def fn():
         ctx = tf.distribute.get_replica_context()
