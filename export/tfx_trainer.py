@@ -507,15 +507,6 @@ def _log_eval(run_dir: str, results: dict, step: int):
     writer.close()
 
 
-def _save_model_files(model, folder: str):
-    tmp_model = os.path.join(folder, f".tmp-model-{os.getpid()}.keras")
-    model.save(tmp_model)
-    os.replace(tmp_model, os.path.join(folder, "model.keras"))
-    tmp_backbone = os.path.join(folder, f".tmp-backbone-{os.getpid()}.weights.h5")
-    model.backbone.save_weights(tmp_backbone)
-    os.replace(tmp_backbone, os.path.join(folder, "backbone.weights.h5"))
-
-
 def run_fn(fn_args) -> dict:
     """Pre-train FRA on `fn_args.train_files`, evaluate on `fn_args.eval_files`, write the serving model
     to `fn_args.serving_model_dir` (module docstring). Returns a summary dict (also in
@@ -623,7 +614,7 @@ def _train_and_export(fn_args, config, options, plan, strategy, run_dir, tb_dir,
     if not chief:
         return summary
 
-    _save_model_files(model, run_dir)
+    fra_callbacks.save_model_files(model, run_dir)
     name = options["export_name"]
     result = export.export_model(model, output_dir=os.path.join(run_dir, "export"), name=name,
                                  formats=("savedmodel",), saved_model_cli=bool(options["saved_model_cli"]),

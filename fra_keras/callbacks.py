@@ -188,6 +188,17 @@ def save_checkpoint(model, directory, epoch, logs=None):
     return final
 
 
+def save_model_files(model, folder):
+    """The end-of-run artefacts: `model.keras` (full model) and `backbone.weights.h5` (online ResNet),
+    each written under a temporary name and renamed into place."""
+    tmp_model = os.path.join(folder, f".tmp-model-{os.getpid()}.keras")
+    model.save(tmp_model)
+    os.replace(tmp_model, os.path.join(folder, "model.keras"))
+    tmp_backbone = os.path.join(folder, f".tmp-backbone-{os.getpid()}.weights.h5")
+    model.backbone.save_weights(tmp_backbone)
+    os.replace(tmp_backbone, os.path.join(folder, "backbone.weights.h5"))
+
+
 def latest_checkpoint(directory):
     """(folder, state dict) of the newest complete checkpoint in `directory`, or (None, None)."""
     pointer = os.path.join(directory, "latest")

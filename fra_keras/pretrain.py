@@ -216,7 +216,7 @@ def _train(args, config, output_dir, write_dir, resuming, steps_per_epoch, sourc
     if guard.failure:
         print(f"error: {guard.failure}", file=sys.stderr)
         return 1
-    _save_final(model, write_dir)
+    fra_callbacks.save_model_files(model, write_dir)
     summary = {"seconds": round(time.time() - start, 1), "epochs": config.epochs,
                "steps_per_epoch": steps_per_epoch, "final": _last_history_row(write_dir)}
     atomic_write_text(os.path.join(write_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
@@ -226,16 +226,6 @@ def _train(args, config, output_dir, write_dir, resuming, steps_per_epoch, sourc
              else "this worker's copies are discarded, the chief writes the run folder")
     print(f"done in {summary['seconds']:.0f}s: {where}")
     return 0
-
-
-def _save_final(model, output_dir):
-    """model.keras and backbone.weights.h5, each written under a temporary name then renamed."""
-    tmp_model = os.path.join(output_dir, f".tmp-model-{os.getpid()}.keras")
-    model.save(tmp_model)
-    os.replace(tmp_model, os.path.join(output_dir, "model.keras"))
-    tmp_backbone = os.path.join(output_dir, f".tmp-backbone-{os.getpid()}.weights.h5")
-    model.backbone.save_weights(tmp_backbone)
-    os.replace(tmp_backbone, os.path.join(output_dir, "backbone.weights.h5"))
 
 
 def _last_history_row(output_dir):

@@ -68,16 +68,8 @@ EXPRESSION_PROTOTYPES = {
     "neutral": (),
 }
 
-#: CelebA's 40 attributes in the order of ``list_attr_celeba.txt``.
-CELEBA_ATTRIBUTES = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
-    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows",
-    "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones",
-    "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin",
-    "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair",
-    "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace",
-    "Wearing_Necktie", "Young",
-)
+#: CelebA's 40 attributes in the order of ``list_attr_celeba.txt`` (one list, owned by the readers).
+from fra_keras.data.readers import CELEBA_ATTRIBUTES  # noqa: E402
 #: The attributes the generator renders, with the region that carries each of them; every other
 #: CelebA attribute is -1 ("unknown", to be masked in a loss).
 ATTRIBUTE_REGIONS = {
