@@ -171,7 +171,12 @@ def _identities(ds):
     return [int(e["identity"]) for e in ds.as_numpy_iterator()]
 
 
-def test_worker_sharding_by_file_is_disjoint_and_complete(labelled_shards):
+@pytest.mark.parametrize("global_seed", [None, 7])
+def test_worker_sharding_by_file_is_disjoint_and_complete(labelled_shards, global_seed):
+    # Workers shuffle with their own seeds (and any global seed an application set): the split into
+    # disjoint files must not depend on it (shard the file list before shuffling it).
+    if global_seed is not None:
+        tf.random.set_seed(global_seed)
     parts = [_identities(shard.tfrecord_dataset(labelled_shards["dir"], labels=["identity"],
                                                 num_shards=2, shard_index=k, seed=k))
              for k in (0, 1)]

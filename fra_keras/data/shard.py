@@ -304,9 +304,14 @@ def tfrecord_dataset(pattern_or_dir: str, *, labels: Union[bool, Sequence[str]] 
         dtype = {"int64": tf.int64, "float32": tf.float32}.get(s["kind"], tf.string)
         features[key] = tf.io.FixedLenFeature([size], dtype)
 
-    ds = tf.data.Dataset.list_files(files, shuffle=shuffle, seed=seed if shuffle else None)
+    # Shard the sorted file list BEFORE shuffling it: each worker then gets a disjoint set of files
+    # whatever its seed (shuffle-then-shard needs the same order on every worker). tf.data's FILE
+    # auto-sharding also cuts here, right after the file-name source.
+    ds = tf.data.Dataset.from_tensor_slices(sorted(files))
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     cycle = cycle_length or min(len(files), 16)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle, block_length=1,
                        num_parallel_calls=num_parallel_calls, deterministic=deterministic)
