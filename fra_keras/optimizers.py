@@ -11,6 +11,12 @@ Exclusion follows the reference's name rule (`main.py::collect_params`: names co
 BatchNorm layers, including `*_downsample_bn`). The downsample 1x1 conv kernels are adapted and decayed,
 as `downsample.0.weight` is in the reference. Not excluded, as in the reference: the projector /
 predictor BatchNorm gammas (layer "norm"), LayerNorm gammas, the query embeddings, all kernels.
+
+Stacked attention projections: PyTorch's `nn.MultiheadAttention` keeps the query, key and value
+projections of one attention layer as a single `in_proj_weight` (3D, D), so the reference computes ONE
+trust ratio for the three. Keras' `MultiHeadAttention` keeps three kernels; LARS groups them
+(`lars_group_key`) and computes the norms of w and g over the group, so each attention layer moves as
+in the reference (docs/method.md, "LARS").
 """
 
 from __future__ import annotations
@@ -25,6 +31,20 @@ from fra_keras.config import FRAConfig
 
 _EXCLUDED_VARIABLE = re.compile(r"(^|/)(bias|beta)$")
 _EXCLUDED_LAYER = re.compile(r"bn")  # includes "*_downsample_bn" (the reference's downsample.1)
+
+
+_STACKED_PROJECTION = re.compile(r"^(.*)/(query|key|value)/kernel$")
+
+
+def lars_group_key(path: str):
+    """The attention layer whose stacked q/k/v projection holds the variable at `path`, or None.
+
+    ".../self_attn/query/kernel", ".../self_attn/key/kernel" and ".../self_attn/value/kernel" share
+    the key ".../self_attn" (PyTorch's one `in_proj_weight`); every other variable has its own trust
+    ratio. Biases are excluded from LARS anyway, so only kernels are grouped.
+    """
+    match = _STACKED_PROJECTION.match(path)
+    return match.group(1) if match else None
 
 
 def lars_excluded(path: str) -> bool:
@@ -61,6 +81,40 @@ class LARS(keras.optimizers.Optimizer):
         super().build(var_list)
         self._momentums = self.add_optimizer_variables(var_list, "momentum")
         self._excluded = [lars_excluded(v.path) for v in var_list]
+        # Groups of variables that share one trust ratio (stacked q/k/v kernels): member indices per
+        # variable, and per member a pair (||w||^2, ||g||^2) taken before any member of the step moves.
+        keys = [None if ex else lars_group_key(v.path) for v, ex in zip(var_list, self._excluded)]
+        members = {}
+        for i, key in enumerate(keys):
+            if key is not None:
+                members.setdefault(key, []).append(i)
+        self._group = [members[k] if k is not None and len(members[k]) > 1 else None for k in keys]
+        self._sq_norms = {i: self.add_variable((2,), initializer="zeros", dtype="float32",
+                                               name=f"lars_sq_norms_{i}")
+                          for i, group in enumerate(self._group) if group is not None}
+
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        # Grouped variables need the weight and gradient norms of the whole group before any member
+        # moves: a first pass stores each member's squared norms (per device, from the all-reduced
+        # gradient), then the ordinary per-variable updates run.
+        def store_sq_norms(var, grad, index):
+            self._sq_norms[index].assign(tf.stack([2.0 * tf.nn.l2_loss(tf.cast(var, tf.float32)),
+                                                   2.0 * tf.nn.l2_loss(tf.cast(grad, tf.float32))]))
+
+        for grad, var in grads_and_vars:
+            index = self._get_variable_index(var)
+            if index in self._sq_norms:
+                distribution.extended.update(var, store_sq_norms, args=(grad, index), group=False)
+        super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
+
+    def _norms(self, index, w, g):
+        """(||w||, ||g||) of the variable, or of its q/k/v group (float32-accumulated for groups)."""
+        group = self._group[index]
+        if group is None:
+            # ||x|| = sqrt(2 * l2_loss(x)): one fused reduction, no squared copy of the tensor.
+            return tf.sqrt(2.0 * tf.nn.l2_loss(w)), tf.sqrt(2.0 * tf.nn.l2_loss(g))
+        sq = tf.sqrt(tf.add_n([tf.convert_to_tensor(self._sq_norms[i]) for i in group]))
+        return tf.cast(sq[0], w.dtype), tf.cast(sq[1], w.dtype)
 
     def update_step(self, gradient, variable, learning_rate):
         lr = tf.cast(learning_rate, variable.dtype)
@@ -71,9 +125,7 @@ class LARS(keras.optimizers.Optimizer):
             update = lr * g
         else:
             w = tf.convert_to_tensor(variable)
-            # ||x|| = sqrt(2 * l2_loss(x)): one fused reduction, no squared copy of the tensor.
-            w_norm = tf.sqrt(2.0 * tf.nn.l2_loss(w))
-            g_norm = tf.sqrt(2.0 * tf.nn.l2_loss(g))
+            w_norm, g_norm = self._norms(index, w, g)
             wd = tf.cast(self.lars_weight_decay, variable.dtype)
             trust = self.eta * w_norm / (g_norm + wd * w_norm + self.epsilon)
             coef = lr * trust  # scalar first: one pass over the tensor below instead of two

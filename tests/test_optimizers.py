@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 from fra_keras.config import FRAConfig
-from fra_keras.optimizers import LARS, WarmupCosine, build_optimizer, ema_momentum, lars_excluded
+from fra_keras.optimizers import (LARS, WarmupCosine, build_optimizer, ema_momentum, lars_excluded,
+                                   lars_group_key)
 
 # ---------------------------------------------------------------------------------------------------
 # Exclusion rule (METHOD.md 4: names containing "bn", "downsample.1" or "bias" in the PyTorch naming)
@@ -242,3 +243,68 @@ def test_build_optimizer_from_config():
     mixed = build_optimizer(c.replace(precision="mixed_float16"), 5)
     assert isinstance(mixed, keras.optimizers.LossScaleOptimizer)
     assert isinstance(mixed.inner_optimizer, LARS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stacked q/k/v projections share one trust ratio (PyTorch's in_proj_weight)
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path,key", [
+    ("neck/mask_decoder/decoder_layer0/self_attn/query/kernel", "neck/mask_decoder/decoder_layer0/self_attn"),
+    ("neck/mask_decoder/decoder_layer0/self_attn/value/kernel", "neck/mask_decoder/decoder_layer0/self_attn"),
+    ("neck/mask_decoder/decoder_layer1/cross_attn/key/kernel", "neck/mask_decoder/decoder_layer1/cross_attn"),
+    ("neck/mask_decoder/decoder_layer1/cross_attn/attention_output/kernel", None),
+    ("neck/mask_decoder/decoder_layer1/cross_attn/query/bias", None),
+    ("neck/mask_decoder/query_embed", None),
+    ("neck/proj/dense1/kernel", None),
+])
+def test_lars_group_key(path, key):
+    assert lars_group_key(path) == key
+
+
+def _attention_variables():
+    """A real Keras MultiHeadAttention (kernels q/k/v/out) plus one plain kernel."""
+    mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=3, name="self_attn")
+    mha.build((None, 4, 6), (None, 5, 6), (None, 5, 6))
+    fc = keras.layers.Dense(2, use_bias=False, name="fc")
+    fc.build((None, 6))
+    return mha.trainable_variables + fc.trainable_variables
+
+
+def test_lars_attention_group_matches_stacked_numpy():
+    """One LARS step on q/k/v kernels equals one step on their stacked matrix (METHOD.md 4 on
+    `in_proj_weight`); the output projection, the biases and other kernels keep their own ratios."""
+    rng = np.random.default_rng(1)
+    variables = _attention_variables()
+    # Different scales per tensor, so that per-tensor and per-group trust ratios differ clearly.
+    w_scale = {"query": 2.0, "key": 0.5, "value": 1.0}
+    g_scale = {"query": 0.1, "key": 2.0, "value": 0.5}
+    for v in variables:
+        v.assign(rng.normal(scale=w_scale.get(v.path.split("/")[-2], 1.0), size=v.shape).astype("float32"))
+    w0 = {v.path: np.array(v.numpy(), np.float64) for v in variables}
+    grads = {v.path: rng.normal(scale=g_scale.get(v.path.split("/")[-2], 1.0), size=v.shape) for v in variables}
+    lr, momentum, wd, eta, eps = 0.7, 0.9, 0.05, 0.02, 1e-8
+    opt = LARS(lr, momentum=momentum, lars_weight_decay=wd, eta=eta, epsilon=eps)
+    opt.apply_gradients([(tf.constant(grads[v.path], tf.float32), v) for v in variables])
+
+    stacked = [p for p in w0 if lars_group_key(p) is not None]
+    assert sorted(p.split("/")[-2] for p in stacked) == ["key", "query", "value"]
+    w_norm = np.sqrt(sum(np.sum(w0[p] ** 2) for p in stacked))
+    g_norm = np.sqrt(sum(np.sum(grads[p] ** 2) for p in stacked))
+    group_trust = eta * w_norm / (g_norm + wd * w_norm + eps)
+    for v in variables:
+        w, g = w0[v.path], grads[v.path]
+        if lars_excluded(v.path):
+            expected = w - lr * g
+        else:
+            if v.path in stacked:
+                trust = group_trust
+            else:
+                trust = eta * np.linalg.norm(w) / (np.linalg.norm(g) + wd * np.linalg.norm(w) + eps)
+            expected = w - lr * trust * (g + wd * w)
+        np.testing.assert_allclose(v.numpy(), expected, rtol=2e-5, atol=1e-7, err_msg=v.path)
+    # The check can fail: per-tensor trust ratios would move the query kernel differently.
+    q = next(p for p in stacked if "/query/" in p)
+    own = eta * np.linalg.norm(w0[q]) / (np.linalg.norm(grads[q]) + wd * np.linalg.norm(w0[q]) + eps)
+    assert abs(own - group_trust) / group_trust > 0.5
