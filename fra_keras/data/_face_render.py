@@ -28,6 +28,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from fra_keras.config import SYNTHETIC_PROFILES
+
 from . import _face_model as fm
 from ._face_model import A_, B_, C_, P
 
@@ -95,6 +97,52 @@ class Camera:
 
 BACKGROUNDS = ("flat", "gradient", "stripes", "noise", "clutter", "distractors")
 OCCLUDERS = ("patch", "bar", "hand")
+
+
+#: Scene profiles: how faces are framed (see `apply_profile` and docs/datasets.md); one list, in the
+#: config module, which validates `FRAConfig.synthetic_profile` without importing the renderer.
+PROFILES = SYNTHETIC_PROFILES
+
+
+def apply_profile(rng: np.random.Generator, scene: dict, profile: str) -> dict:
+    """Re-frame a `sample_scene` draw for `profile`, drawing after it (so "wide" is untouched).
+
+    * ``wide`` -- synthetic_faces_v1 as it was: face height 0.35-0.9 of the frame anywhere in it, yaw
+      up to +-60, pitch / roll up to +-30 degrees (a scene photo, not a face crop).
+    * ``crop`` -- like the loose face crops of VGGFace2 (the paper's pre-training data): the face box
+      fills 0.65-0.9 of the frame near its centre (+-5 %), yaw N(0, 20) clipped to +-45, pitch and
+      roll N(0, 8) clipped to +-20 degrees.
+    * ``aligned`` -- like RAF-DB's aligned faces (eyes and mouth brought to fixed points by a
+      similarity transform): no roll, face box 0.85 of the frame at the centre, yaw N(0, 10) clipped
+      to +-20, pitch N(0, 6) clipped to +-15 degrees, no hand / patch occluders.
+    * ``box`` -- like 300W / WFLW face-box crops for landmarks: the box fills 0.75-0.85 of the frame,
+      centre jitter +-4 %, yaw N(0, 18) clipped to +-40, pitch N(0, 8), roll N(0, 8) clipped to +-20.
+    """
+    if profile == "wide":
+        return scene
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    s = dict(scene)
+    if profile == "crop":
+        s["face_height"] = float(rng.uniform(0.65, 0.9))
+        s["shift"] = rng.uniform(-0.05, 0.05, 2)
+        s["yaw"] = float(np.clip(rng.normal(0, 20), -45, 45))
+        s["pitch"] = float(np.clip(rng.normal(0, 8), -20, 20))
+        s["roll"] = float(np.clip(rng.normal(0, 8), -20, 20))
+    elif profile == "aligned":
+        s["face_height"] = 0.85
+        s["shift"] = np.zeros(2)
+        s["yaw"] = float(np.clip(rng.normal(0, 10), -20, 20))
+        s["pitch"] = float(np.clip(rng.normal(0, 6), -15, 15))
+        s["roll"] = 0.0
+        s["num_occluders"] = 0
+    else:  # box
+        s["face_height"] = float(rng.uniform(0.75, 0.85))
+        s["shift"] = rng.uniform(-0.04, 0.04, 2)
+        s["yaw"] = float(np.clip(rng.normal(0, 18), -40, 40))
+        s["pitch"] = float(np.clip(rng.normal(0, 8), -20, 20))
+        s["roll"] = float(np.clip(rng.normal(0, 8), -20, 20))
+    return s
 
 
 def sample_scene(rng: np.random.Generator) -> dict:

@@ -34,13 +34,14 @@ DEFAULT_IMAGE_SHUFFLE = 1024      # decoded synthetic images
 
 def synthetic_source(config, num_shards: int = 1, shard_index: int = 0,
                      num_parallel_calls=AUTO) -> tf.data.Dataset:
-    """`config.synthetic_samples` synthetic faces at `config.synthetic_size`, uint8, cached in memory
-    (rendered once, during the first pass)."""
+    """`config.synthetic_samples` synthetic faces at `config.synthetic_size`, framed as
+    `config.synthetic_profile`, uint8, cached in memory (rendered once, during the first pass)."""
     from fra_keras.data.synthetic import synthetic_dataset   # imported late: optional module
 
     ds = synthetic_dataset(image_size=config.synthetic_size, seed=config.seed, split="train",
                            num_samples=config.synthetic_samples, keys=("image",),
-                           num_parallel_calls=num_parallel_calls, deterministic=True)
+                           num_parallel_calls=num_parallel_calls, deterministic=True,
+                           profile=config.synthetic_profile)
     ds = ds.map(lambda e: e["image"] if isinstance(e, dict) else e)
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)

@@ -67,6 +67,10 @@ from ._face_model import (  # noqa: F401  (re-exported public names)
 )
 
 GENERATOR_VERSION = "synthetic_faces_v1"
+#: Framing profiles (`render_sample`); "wide" is synthetic_faces_v1 as first published.
+PROFILES = fr.PROFILES
+#: Profiles whose expressions are posed (strong), as in expression-recognition data sets.
+STRONG_EXPRESSION_PROFILES = ("aligned",)
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 64, 224
 AUTOTUNE = -1  # == tf.data.AUTOTUNE
 #: Keys available to `synthetic_dataset` (everything but the Python-only ``nuisance`` dict).
@@ -122,6 +126,12 @@ def _check_index(index):
     return int(index)
 
 
+def _check_profile(profile):
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    return profile
+
+
 def _check_keys(keys):
     if isinstance(keys, str):
         keys = (keys,)
@@ -138,15 +148,24 @@ def _check_keys(keys):
 # Rendering
 # ---------------------------------------------------------------------------------------------
 
-def render_sample(index: int, seed: int = 0, image_size: int = 112, split: str = "train") -> dict:
-    """Render sample ``index`` of ``split``; a pure function of its arguments (see module doc)."""
+def render_sample(index: int, seed: int = 0, image_size: int = 112, split: str = "train",
+                  profile: str = "wide") -> dict:
+    """Render sample ``index`` of ``split``; a pure function of its arguments (see module doc).
+
+    ``profile`` frames the face (`PROFILES`; docs/datasets.md): "wide" (synthetic_faces_v1 as
+    published, the default here), "crop" (VGGFace2-like loose crops: the pre-training default),
+    "aligned" (RAF-DB-like aligned faces with posed expressions: expression / attribute evaluation),
+    "box" (300W / WFLW-like face-box crops: landmark evaluation). Identity, expression class and
+    every other nuisance of sample ``index`` are the same in every profile.
+    """
     index, seed = _check_index(index), _check_seed(seed)
     image_size, split = _check_size(image_size), _check_split(split)
+    profile = _check_profile(profile)
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     identity = identity_of(index, split)
     idl = fm.identity_latent(seed, identity)
-    expression, au = fm.sample_expression(rng)
-    scene = fr.sample_scene(rng)
+    expression, au = fm.sample_expression(rng, strong=profile in STRONG_EXPRESSION_PROFILES)
+    scene = fr.apply_profile(rng, fr.sample_scene(rng), profile)
     attributes = fm.sample_attributes(idl, au, scene)
     image, mask, lm, visible, bbox, info = fr.render(rng, idl, au, scene, image_size)
     lm5 = np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]]).astype(np.float32)
@@ -179,12 +198,13 @@ def render_sample(index: int, seed: int = 0, image_size: int = 112, split: str =
     }
 
 
-def render_batch(indices, seed: int = 0, image_size: int = 112, split: str = "train") -> dict:
+def render_batch(indices, seed: int = 0, image_size: int = 112, split: str = "train",
+                 profile: str = "wide") -> dict:
     """Render several samples and stack them (``nuisance`` becomes a dict of arrays)."""
     if _is_int(indices):
         indices = [indices]
     indices = [_check_index(i) for i in np.asarray(list(indices)).reshape(-1).tolist()]
-    samples = [render_sample(i, seed, image_size, split) for i in indices]
+    samples = [render_sample(i, seed, image_size, split, profile) for i in indices]
     if not samples:
         raise ValueError("indices must contain at least one index, got an empty sequence")
     out = {k: np.stack([s[k] for s in samples]) for k in SAMPLE_KEYS}
@@ -195,13 +215,15 @@ def render_batch(indices, seed: int = 0, image_size: int = 112, split: str = "tr
 
 def synthetic_dataset(image_size: int = 112, seed: int = 0, split: str = "train",
                       num_samples=None, keys=("image",), num_parallel_calls=AUTOTUNE,
-                      deterministic: bool = True):
+                      deterministic: bool = True, profile: str = "wide"):
     """``tf.data.Dataset`` of ``{key: tensor}`` with static shapes (see `sample_spec`).
 
     Elements ``0, 1, 2, ...`` of ``split`` (infinite when ``num_samples`` is None), rendered in parallel
-    with ``tf.numpy_function`` inside ``Dataset.map``. Element ``i`` equals `render_sample` ``(i)``.
+    with ``tf.numpy_function`` inside ``Dataset.map``. Element ``i`` equals `render_sample`
+    ``(i, seed, image_size, split, profile)``.
     """
     image_size, seed, split = _check_size(image_size), _check_seed(seed), _check_split(split)
+    profile = _check_profile(profile)
     keys = _check_keys(keys)
     if num_samples is not None and (not _is_int(num_samples) or int(num_samples) < 0):
         raise ValueError(f"num_samples must be None (infinite) or a non-negative integer, "
@@ -215,7 +237,7 @@ def synthetic_dataset(image_size: int = 112, seed: int = 0, split: str = "train"
     tout = [tf.as_dtype(spec[k][1]) for k in keys]
 
     def _render(i):
-        sample = render_sample(int(i), seed, image_size, split)
+        sample = render_sample(int(i), seed, image_size, split, profile)
         return [np.asarray(sample[k], dtype=spec[k][1]) for k in keys]
 
     def _map(i):
@@ -263,7 +285,7 @@ def preview_tile(sample: dict, alpha: float = 0.5):
 
 
 def preview_grid(num: int = 16, image_size: int = 128, seed: int = 0, split: str = "train",
-                 columns: int = 4):
+                 columns: int = 4, profile: str = "wide"):
     from PIL import Image
 
     num = int(num)
@@ -273,7 +295,7 @@ def preview_grid(num: int = 16, image_size: int = 128, seed: int = 0, split: str
     s = _check_size(image_size)
     grid = Image.new("RGB", (columns * 2 * s + (columns - 1) * 4, rows * s), (255, 255, 255))
     for i in range(num):
-        a, b = preview_tile(render_sample(i, seed, s, split))
+        a, b = preview_tile(render_sample(i, seed, s, split, profile))
         r, c = divmod(i, columns)
         x = c * (2 * s + 4)
         grid.paste(a, (x, r * s))
@@ -291,17 +313,19 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="train", choices=SPLITS)
     p.add_argument("--columns", type=int, default=4)
+    p.add_argument("--profile", default="wide", choices=PROFILES,
+                   help="framing: wide (v1), crop (pre-training), aligned / box (evaluation)")
     p.add_argument("--colors", type=int, default=0,
                    help="quantise the PNG to this many colours (0 = full colour) to keep it small")
     args = p.parse_args(argv)
-    grid = preview_grid(args.num, args.size, args.seed, args.split, args.columns)
+    grid = preview_grid(args.num, args.size, args.seed, args.split, args.columns, args.profile)
     if args.colors:
         from PIL import Image
 
         palette = grid.quantize(colors=args.colors, method=Image.Quantize.FASTOCTREE)
         grid = grid.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
     grid.save(args.output, optimize=True)
-    print(f"{GENERATOR_VERSION}: wrote {args.num} samples ({args.split}, seed {args.seed}, "
+    print(f"{GENERATOR_VERSION}: wrote {args.num} samples ({args.split}, {args.profile}, seed {args.seed}, "
           f"{args.size} px) to {args.output}")
     return 0
 

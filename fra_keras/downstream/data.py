@@ -6,7 +6,13 @@
 spec                train / test                                         tasks
 ==================  ===================================================  ============================
 synthetic           synthetic_faces_v1 "train" / "test" (identity-       every task (regions too)
-                    disjoint), rendered at the evaluation size
+                    disjoint), rendered at the evaluation size as
+                    evaluation crops: "aligned" faces with posed
+                    expressions (expression, attributes, knn; like
+                    RAF-DB aligned) or "box" face-box crops
+                    (landmarks; like 300W / WFLW)
+synthetic:PROFILE   the same with another framing: wide | crop |         every task
+                    aligned | box (docs/datasets.md)
 rafdb:ROOT          RAF-DB basic train / test                            expression, knn
 affectnet:ROOT      training.csv / validation.csv (7 classes)            expression, knn
 ferplus:ROOT        FER2013Train / FER2013Test (majority vote, 8 cl.)    expression, knn
@@ -82,11 +88,24 @@ class TaskData:
         return out
 
 
+#: Framing of synthetic evaluation faces per task when `--data synthetic` names none.
+SYNTHETIC_EVAL_PROFILES = {"expression": "aligned", "knn": "aligned", "attributes": "aligned",
+                           "landmarks": "box", "regions": "crop"}
+
+
 def parse_spec(spec: str) -> Tuple[str, Optional[str]]:
-    """'synthetic' -> ('synthetic', None); 'rafdb:/data/raf' -> ('rafdb', '/data/raf')."""
+    """'synthetic' -> ('synthetic', None); 'synthetic:wide' -> ('synthetic', 'wide');
+    'rafdb:/data/raf' -> ('rafdb', '/data/raf')."""
+    from fra_keras.config import SYNTHETIC_PROFILES
+
     if spec == "synthetic":
         return "synthetic", None
     layout, sep, path = spec.partition(":")
+    if layout == "synthetic":
+        if path not in SYNTHETIC_PROFILES:
+            raise DataSpecError(f"--data {spec!r}: the synthetic profile must be one of "
+                                f"{', '.join(SYNTHETIC_PROFILES)}")
+        return "synthetic", path
     layout = layout.lower()
     if not sep or layout not in LAYOUTS or layout == "synthetic" or not path:
         raise DataSpecError(f"--data {spec!r}: expected 'synthetic' or LAYOUT:PATH with LAYOUT one of "
@@ -99,12 +118,17 @@ def check_spec(spec: str, task: str) -> Tuple[str, Optional[str]]:
     layout, path = parse_spec(spec)
     if task == "regions" and layout != "synthetic":
         raise DataSpecError(f"--data {spec!r}: the regions task needs part masks, i.e. --data synthetic")
-    if path is not None and not os.path.exists(path):
+    if layout != "synthetic" and not os.path.exists(path):
         raise DataSpecError(f"--data {spec!r}: {path!r} does not exist (expected {LAYOUT_HELP[layout]})")
     return layout, path
 
 
-def _synthetic(task, image_size, num_train, num_test, seed):
+def synthetic_profile(task: str, profile: Optional[str] = None) -> str:
+    """The framing of synthetic evaluation faces for `task` (`SYNTHETIC_EVAL_PROFILES` by default)."""
+    return profile or SYNTHETIC_EVAL_PROFILES[task]
+
+
+def _synthetic(task, image_size, num_train, num_test, seed, profile=None):
     from fra_keras.data.synthetic import CELEBA_ATTRIBUTES, EXPRESSION_NAMES, synthetic_dataset
 
     if task == "regions":
@@ -112,16 +136,19 @@ def _synthetic(task, image_size, num_train, num_test, seed):
     source = {"expression": "expression", "knn": "expression", "attributes": "attributes",
               "landmarks": "landmarks68"}[task]
     key = TASK_KEYS[task]
+    profile = synthetic_profile(task, profile)
 
     def split(name, n):
-        ds = synthetic_dataset(image_size=image_size, seed=seed, split=name, num_samples=n, keys=("image", source))
+        ds = synthetic_dataset(image_size=image_size, seed=seed, split=name, num_samples=n, keys=("image", source),
+                               profile=profile)
         return ds.map(lambda e: {"image": e["image"], key: e[source]}).cache()
 
     class_names = tuple(EXPRESSION_NAMES) if key == "expression" else (
         tuple(CELEBA_ATTRIBUTES) if key == "attributes" else None)
     return TaskData("synthetic", "synthetic", key, split("train", num_train), split("test", num_test), num_train,
                     num_test, image_size, class_names, 68 if key == "landmarks" else None,
-                    {"generator": "synthetic_faces_v1", "seed": seed, "splits": ["train", "test"]})
+                    {"generator": "synthetic_faces_v1", "profile": profile, "seed": seed,
+                     "splits": ["train", "test"]})
 
 
 def _read_layout(layout, path, task):
@@ -189,7 +216,7 @@ def load_task_data(spec: str, task: str, image_size: int, num_train: Optional[in
         if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
             raise DataSpecError(f"--image-size {image_size}: synthetic faces are rendered at "
                                 f"{MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px")
-        return _synthetic(task, image_size, int(num_train or 2000), int(num_test or 500), seed)
+        return _synthetic(task, image_size, int(num_train or 2000), int(num_test or 500), seed, path)
     try:
         train, test, extra = _read_layout(layout, path, task)
     except DataFormatError as exc:

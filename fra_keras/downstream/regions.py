@@ -31,8 +31,10 @@ DEFAULT_CROP_SCALE = (0.65, 0.9)
 
 
 def render_views(num: int, image_size: int, seed: int = 0, split: str = "test",
-                 crop_scale=DEFAULT_CROP_SCALE) -> Dict[str, np.ndarray]:
+                 crop_scale=DEFAULT_CROP_SCALE, profile: str = "crop") -> Dict[str, np.ndarray]:
     """Synthetic faces and their flipped + cropped twins, with the matching coarse part masks.
+
+    `profile`: the framing of the faces (default "crop", the synthetic pre-training distribution).
 
     Returns a dict of ``image_a`` / ``image_b`` uint8 (N, S, S, 3), ``mask_a`` / ``mask_b`` uint8 (N, S, S)
     and ``boxes`` (N, 4) = (y0, x0, y1, x1) of view B's crop in the flipped view-A frame, in pixels.
@@ -45,7 +47,7 @@ def render_views(num: int, image_size: int, seed: int = 0, split: str = "test",
     s = int(image_size)
     out = {k: [] for k in ("image_a", "image_b", "mask_a", "mask_b", "boxes")}
     for i in range(int(num)):
-        sample = render_sample(i, seed=seed, image_size=s, split=split)
+        sample = render_sample(i, seed=seed, image_size=s, split=split, profile=profile)
         image, mask = sample["image"], sample["region_mask"]
         side = int(round(s * rng.uniform(*crop_scale)))
         y0 = int(rng.integers(0, s - side + 1))
