@@ -32,6 +32,8 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("lars", "sgd", "adamw", "lion", "lamb")
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker", "tpu")
 JIT_MODES = ("auto", "true", "false")
+# Framings of synthetic faces (fra_keras.data.synthetic.PROFILES, docs/datasets.md).
+SYNTHETIC_PROFILES = ("wide", "crop", "aligned", "box")
 
 
 class ConfigError(ValueError):
@@ -71,6 +73,8 @@ class FRAConfig:
     decoder_dropout: float = 0.1
     heatmap_scale: float = 1.0          # `--lewel-scale`: the heatmap softmax divides cosines by this
     proto_momentum: float = 0.9         # proto <- 0.9 proto + 0.1 mean(E)
+    decoder_query_content: bool = False  # opt-in: learnable content queries as the decoder's initial
+                                        # target (the reference: zeros); docs/method.md "Region recipes"
 
     # --- losses (METHOD.md 3) ------------------------------------------------------------------
     region_losses: bool = True          # False = plain BYOL (global loss only)
@@ -81,6 +85,10 @@ class FRAConfig:
     teacher_temperature: float = 0.04   # `--teacher_temp`
     sinkhorn_iterations: int = 3
     me_max_weight: float = 1.0
+    sinkhorn_epsilon: float = 0.0       # 0 = the reference (Sinkhorn on teacher probabilities); > 0:
+                                        # on exp(P / eps), the official code's commented-out line (0.05)
+    cluster_warmup_epochs: int = 0      # opt-in: ramp the clustering weight linearly from 0 over these
+                                        # epochs (0 = the reference: constant weight)
 
     # --- EMA target (METHOD.md 3.7) ------------------------------------------------------------
     ema_momentum: float = 0.996         # `--enc-m`, cosine schedule to 1.0
@@ -117,6 +125,8 @@ class FRAConfig:
     data_dir: Optional[str] = None      # None: built-in synthetic faces
     synthetic_size: int = 224           # synthetic faces are rendered at this size, then augmented
     synthetic_samples: int = 4096       # distinct synthetic faces rendered once, cached, re-augmented
+    synthetic_profile: str = "crop"     # framing of synthetic pre-training faces: "crop" (VGGFace2-like
+                                        # loose crops) or "wide" (synthetic_faces_v1 scenes); docs/datasets.md
     seed: int = 0
 
     # --- runtime (issue: scale out) ------------------------------------------------------------
@@ -142,12 +152,17 @@ class FRAConfig:
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("jit_compile", str(self.jit_compile).lower(), JIT_MODES)
         _choice("output_stride", self.output_stride, (8, 16, 32))
+        _choice("synthetic_profile", self.synthetic_profile, SYNTHETIC_PROFILES)
+        for name in ("region_losses", "sync_batchnorm", "decoder_query_content"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
         for name in ("backbone_width", "proj_dim", "hidden_dim", "num_regions", "decoder_dim",
                      "decoder_heads", "decoder_ffn_dim", "sinkhorn_iterations", "epochs",
                      "batch_size", "image_size", "synthetic_size", "synthetic_samples"):
             _positive_int(name, getattr(self, name))
         _nonneg_int("decoder_layers", self.decoder_layers)
         _nonneg_int("warmup_epochs", self.warmup_epochs)
+        _nonneg_int("cluster_warmup_epochs", self.cluster_warmup_epochs)
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"warmup_epochs={self.warmup_epochs} must be <= epochs={self.epochs}")
         if self.steps_per_epoch is not None:
@@ -170,7 +185,7 @@ class FRAConfig:
                      "bn_epsilon", "lars_eps"):
             _positive_float(name, getattr(self, name))
         for name in ("weight_decay", "lars_eta", "global_loss_weight", "decorrelation_weight",
-                     "cluster_loss_weight", "me_max_weight"):
+                     "cluster_loss_weight", "me_max_weight", "sinkhorn_epsilon"):
             _nonneg_float(name, getattr(self, name))
         for name in ("decoder_dropout", "flip_probability", "jitter_probability",
                      "grayscale_probability", "bn_momentum", "proto_momentum", "momentum",

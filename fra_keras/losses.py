@@ -92,13 +92,30 @@ def sinkhorn(scores, iterations=3):
     return tf.stop_gradient(tf.transpose(q))
 
 
+def sinkhorn_input(teacher_logits, teacher_temperature=0.04, sinkhorn_epsilon=0.0):
+    """What Sinkhorn balances, (N, K): the teacher's probabilities P = softmax(t / T_t), or exp(P / eps).
+
+    `sinkhorn_epsilon` = 0 (the reference): P itself. The official code's `distributed_sinkhorn` takes
+    an epsilon of 0.05 but its ``exp(Q / eps)`` line is commented out. `sinkhorn_epsilon` > 0 (opt-in,
+    docs/method.md "Region recipes") restores that line. It is computed as exp((P - 1) / eps): the
+    constant factor exp(-1 / eps) cancels in Sinkhorn's first step (Q / sum Q), on every replica alike,
+    and keeps the exponent <= 0 (no overflow for small eps). With nearly uniform P this sharpens the
+    targets by exp((P_k - P_j) / eps).
+    """
+    p = tf.nn.softmax(_f32(teacher_logits) / teacher_temperature, axis=-1)
+    if not sinkhorn_epsilon:
+        return p
+    return tf.exp((p - 1.0) / float(sinkhorn_epsilon))
+
+
 def clustering_loss(student_logits, teacher_logits, student_temperature=0.1, teacher_temperature=0.04,
-                    sinkhorn_iterations=3, me_max_weight=1.0):
+                    sinkhorn_iterations=3, me_max_weight=1.0, sinkhorn_epsilon=0.0):
     """Semantic-relation loss of one view: cross-entropy to Sinkhorn targets + mean-entropy term.
 
     L = mean_n sum_k -Q_nk log softmax(s_n / T_s)_k + me_max_weight * (sum_k pbar_k log pbar_k + log K),
     Q = sinkhorn(softmax(t_n / T_t)), pbar = mean_n softmax(s_n / T_s) over the global batch
-    (METHOD.md 3.4; no centering: the reference's centre stays zero).
+    (METHOD.md 3.4; no centering: the reference's centre stays zero). `sinkhorn_epsilon` > 0 runs
+    Sinkhorn on exp(P / eps) instead of P (see `sinkhorn_input`).
 
     Args:
       student_logits: (N, K) online per-pixel cosines to the K mask embeddings.
@@ -107,7 +124,7 @@ def clustering_loss(student_logits, teacher_logits, student_temperature=0.1, tea
     """
     s = _f32(student_logits)
     t = _f32(teacher_logits)
-    targets = sinkhorn(tf.nn.softmax(t / teacher_temperature, axis=-1), sinkhorn_iterations)
+    targets = sinkhorn(sinkhorn_input(t, teacher_temperature, sinkhorn_epsilon), sinkhorn_iterations)
     log_p = tf.nn.log_softmax(s / student_temperature, axis=-1)
     cross_entropy = tf.reduce_mean(tf.reduce_sum(-targets * log_p, axis=-1))
     mean_probs = distributed.cross_replica_mean(tf.reduce_mean(tf.exp(log_p), axis=0))
@@ -155,6 +172,18 @@ def region_features(features, attention):
     a = _f32(attention)
     a = a / tf.reduce_sum(a, axis=[1, 2], keepdims=True)
     return tf.einsum("bhwk,bhwc->bkc", a, f)
+
+
+def mean_pairwise_cosine(embeddings):
+    """Mean cosine similarity over the K (K - 1) ordered pairs of distinct rows of (K, D) embeddings.
+
+    1 when all K mask embeddings point the same way (every heatmap equal: the region branch is
+    asleep), about 0 for random directions in high dimension. Returns a float32 scalar.
+    """
+    e = _normalize(_f32(embeddings))
+    k = tf.cast(tf.shape(e)[0], tf.float32)
+    gram = tf.matmul(e, e, transpose_b=True)
+    return (tf.reduce_sum(gram) - tf.linalg.trace(gram)) / (k * (k - 1.0))
 
 
 def max_entropy(num_regions: int) -> float:

@@ -100,7 +100,10 @@ def np_decoder_layer(tgt, memory, pos, query_pos, w, pos_on_values=False):
 
 
 def np_mask_decoder(features, decoder, prefix, pos_on_values=False):
-    """features (B, h, w, C) -> (B, K, D) from the MaskDecoder's weights."""
+    """features (B, h, w, C) -> (B, K, D) from the MaskDecoder's weights.
+
+    The decoder's first target is zeros (the reference), or the learnable `query_content` rows when
+    the decoder has them (the opt-in content queries)."""
     w = _weights_by_suffix(decoder, prefix)
     b, h, wd, c = features.shape
     d = decoder.dim
@@ -108,7 +111,7 @@ def np_mask_decoder(features, decoder, prefix, pos_on_values=False):
     out = []
     for img in features.astype(np.float64):
         memory = img.reshape(h * wd, c) @ w["input_proj/kernel"] + w["input_proj/bias"]
-        tgt = np.zeros((decoder.num_queries, d))
+        tgt = w["query_content"].copy() if "query_content" in w else np.zeros((decoder.num_queries, d))
         for i in range(decoder.num_layers):
             lw = {k.split(f"decoder_layer{i}/", 1)[1]: v for k, v in w.items()
                   if k.startswith(f"decoder_layer{i}/")}
@@ -292,6 +295,22 @@ def test_mask_decoder_matches_numpy(small_decoder):
     # comparison above does check that positions go to queries / keys only.
     wrong = np_mask_decoder(features, dec, "mask_decoder/", pos_on_values=True)
     assert np.abs(wrong - expected).max() > 1e-2
+
+
+def test_mask_decoder_content_queries_match_numpy():
+    """`query_content=True`: learnable content queries replace the zero target (checked in NumPy)."""
+    rng = np.random.default_rng(4)
+    features = np.abs(rng.normal(size=(4, 3, 3, 12))).astype("float32") + 1.0   # ReLU-like, shared mean
+    dec = MaskDecoder(num_queries=4, dim=8, num_heads=2, num_layers=2, ffn_dim=6, dropout=0.0, query_content=True,
+                      name="mask_decoder")
+    dec.build((None, None, None, 12))
+    assert dec.query_content_embed.shape == (4, 8)
+    got = dec(features, training=False).numpy()
+    np.testing.assert_allclose(got, np_mask_decoder(features, dec, "mask_decoder/"), rtol=1e-4, atol=1e-4)
+    assert MaskDecoder.from_config(dec.get_config()).query_content is True
+    # Control: the same weights with a zero target (the reference) give another answer.
+    dec.query_content_embed.assign(np.zeros((4, 8), "float32"))
+    assert np.abs(dec(features, training=False).numpy() - got).max() > 1e-3
 
 
 def test_mask_decoder_queries_are_per_image_and_attend_to_memory(small_decoder):

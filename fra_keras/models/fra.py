@@ -28,7 +28,7 @@ from fra_keras.models.neck import FRANeck
 from fra_keras.optimizers import build_optimizer, ema_momentum
 
 METRIC_NAMES = ("loss", "loss_global", "loss_region", "loss_cluster", "z_std", "region_entropy",
-                "ema_momentum", "lr")
+                "mask_cosine", "ema_momentum", "lr")
 
 
 @contextlib.contextmanager
@@ -105,7 +105,8 @@ class FRA(keras.Model):
                         decoder_dim=c.decoder_dim, decoder_heads=c.decoder_heads, decoder_layers=c.decoder_layers,
                         decoder_ffn_dim=c.decoder_ffn_dim, decoder_dropout=c.decoder_dropout,
                         heatmap_scale=c.heatmap_scale, region_branch=c.region_losses,
-                        bn_momentum=c.bn_momentum, bn_epsilon=c.bn_epsilon, synchronized=c.sync_batchnorm)
+                        bn_momentum=c.bn_momentum, bn_epsilon=c.bn_epsilon, synchronized=c.sync_batchnorm,
+                        decoder_query_content=c.decoder_query_content)
             self.neck = FRANeck(name="neck", **neck)
             self.target_neck = FRANeck(name="target_neck", **neck)
             mlp = dict(bn_momentum=c.bn_momentum, bn_epsilon=c.bn_epsilon, synchronized=c.sync_batchnorm)
@@ -240,8 +241,20 @@ class FRA(keras.Model):
         return losses.region_attention(losses.region_logits(pixel, self.prototypes), self.config.heatmap_scale)
 
     # Losses -----------------------------------------------------------------------------------
-    def _compute_losses(self, online, target, training=True):
-        """Total loss and its logged parts from the per-view outputs of both networks."""
+    def cluster_weight(self, step):
+        """The clustering-loss weight at optimizer step `step`: `cluster_loss_weight`, ramped linearly
+        from 0 over `cluster_warmup_epochs` when that is set (0 in the reference: constant)."""
+        c = self.config
+        if not c.cluster_warmup_epochs or not self.total_steps:
+            return tf.constant(c.cluster_loss_weight, tf.float32)
+        ramp_steps = float(c.cluster_warmup_epochs * self.total_steps // c.epochs)
+        ramp = tf.minimum(1.0, (tf.cast(step, tf.float32) + 1.0) / max(ramp_steps, 1.0))
+        return c.cluster_loss_weight * ramp
+
+    def _compute_losses(self, online, target, training=True, step=None):
+        """Total loss and its logged parts from the per-view outputs of both networks.
+
+        `step`: the optimizer step (for the clustering-weight ramp); None = the full weight."""
         c = self.config
         z = [tf.cast(self.predictor(o["z"], training=training), tf.float32) for o in online]
         parts = {}
@@ -261,18 +274,21 @@ class FRA(keras.Model):
             k = c.num_regions
             cluster_terms.append(losses.clustering_loss(
                 tf.reshape(o["logits"], [-1, k]), tf.reshape(t["logits"], [-1, k]),
-                c.student_temperature, c.teacher_temperature, c.sinkhorn_iterations, c.me_max_weight))
+                c.student_temperature, c.teacher_temperature, c.sinkhorn_iterations, c.me_max_weight,
+                c.sinkhorn_epsilon))
         lam = c.global_loss_weight
         loss_cluster = 0.5 * (cluster_terms[0] + cluster_terms[1])
         # The two directions are summed, not averaged (METHOD.md 3.5).
         total = (lam * (global_terms[0] + global_terms[1]) + (1.0 - lam) * (region_terms[0] + region_terms[1])
-                 + c.cluster_loss_weight * loss_cluster)
+                 + (c.cluster_loss_weight if step is None else self.cluster_weight(step)) * loss_cluster)
         parts["loss_region"] = 0.5 * (region_terms[0] + region_terms[1])
         parts["loss_cluster"] = loss_cluster
         return total, parts
 
     def _health(self, online):
-        """Collapse and region-usage signals (no gradient)."""
+        """Collapse and region-usage signals (no gradient): z_std, region_entropy and mask_cosine, the
+        mean pairwise cosine of the K batch-mean mask embeddings (near 1: the region branch is asleep,
+        all heatmaps equal; docs/method.md "Region recipes")."""
         z = tf.math.l2_normalize(tf.cast(online[0]["z"], tf.float32), axis=-1)
         # Per-dimension std of the normalised embeddings over the batch; ~1/sqrt(D) when healthy, 0 when
         # collapsed (BYOL / SimSiam collapse monitor). Mean and variance are global-batch moments, so
@@ -281,14 +297,15 @@ class FRA(keras.Model):
         variance = distributed.cross_replica_mean(tf.reduce_mean(tf.square(z - mean), axis=0))
         z_std = tf.reduce_mean(tf.sqrt(variance))
         if not self.config.region_losses:
-            return z_std, tf.constant(0.0)
+            return z_std, tf.constant(0.0), tf.constant(0.0)
         # Fraction of pixels whose heatmap argmax is region k (hard usage: the soft heatmaps at scale 1
         # are always nearly uniform, so their mean would say little).
         k = self.config.num_regions
         winners = tf.one_hot(tf.argmax(online[0]["attention"], axis=-1), k, dtype=tf.float32)
         usage = distributed.cross_replica_mean(tf.reduce_mean(tf.reshape(winners, [-1, k]), axis=0))
         entropy = -tf.reduce_sum(usage * tf.math.log(tf.maximum(usage, 1e-30)))
-        return z_std, entropy / math.log(self.config.num_regions)
+        return z_std, entropy / math.log(self.config.num_regions), losses.mean_pairwise_cosine(
+            online[0]["mask_mean"])
 
     def _update_trackers(self, values):
         for name, value in values.items():
@@ -306,7 +323,7 @@ class FRA(keras.Model):
         variables = self.optimized_variables
         with tf.GradientTape() as tape:
             online = [self._run_network(self.backbone, self.neck, v, True) for v in (view1, view2)]
-            loss, parts = self._compute_losses(online, target)
+            loss, parts = self._compute_losses(online, target, step=step)
             # Gradients are summed over replicas: each replica contributes 1/num_replicas of the loss.
             scaled = self.optimizer.scale_loss(loss / distributed.num_replicas())
         lr = self.optimizer.learning_rate  # the rate this step uses (read before `iterations` moves)
@@ -324,9 +341,10 @@ class FRA(keras.Model):
                     value = p * value + (1.0 - p) * tf.stop_gradient(out["mask_mean"])
                 proto.assign(value)
 
-        z_std, entropy = self._health(online)
+        z_std, entropy, mask_cosine = self._health(online)
         return distributed.step_outputs(self._update_trackers(dict(
             loss=distributed.cross_replica_mean(loss), z_std=z_std, region_entropy=entropy,
+            mask_cosine=mask_cosine,
             ema_momentum=momentum, lr=tf.cast(lr, tf.float32),
             **{k: distributed.cross_replica_mean(v) for k, v in parts.items()})))
 
@@ -335,8 +353,9 @@ class FRA(keras.Model):
         target = [self._run_network(self.target_backbone, self.target_neck, v, False) for v in (view1, view2)]
         online = [self._run_network(self.backbone, self.neck, v, False) for v in (view1, view2)]
         loss, parts = self._compute_losses(online, target, training=False)
-        z_std, entropy = self._health(online)
+        z_std, entropy, mask_cosine = self._health(online)
         values = dict(loss=distributed.cross_replica_mean(loss), z_std=z_std, region_entropy=entropy,
+                      mask_cosine=mask_cosine,
                       **{k: distributed.cross_replica_mean(v) for k, v in parts.items()})
         for name, value in values.items():
             self._fra_trackers[name].update_state(value)

@@ -137,13 +137,19 @@ class MaskDecoder(layers.Layer):
       dim: transformer width D (256), also the mask-embedding size.
       num_heads: 8 (head size 32). num_layers: 2 decoder layers. ffn_dim: 256. dropout: 0.1 (also on
       the attention weights, like nn.MultiheadAttention(dropout=0.1)).
+      query_content: False (the reference): the decoder input is a zero target and the K learnable
+        embeddings are only query *positions*, so all K outputs start as nearly the same average of
+        the memory. True (opt-in, docs/method.md "Region recipes"): a second set of K learnable
+        embeddings ``query_content`` (N(0, 1)) is the initial target, as in Mask2Former's
+        ``query_feat``, so the K mask embeddings differ from the first step.
     """
 
     def __init__(self, num_queries=8, dim=256, num_heads=8, num_layers=2, ffn_dim=256, dropout=0.1,
-                 **kwargs):
+                 query_content=False, **kwargs):
         super().__init__(**kwargs)
         self.num_queries, self.dim, self.num_heads = int(num_queries), int(dim), int(num_heads)
         self.num_layers, self.ffn_dim, self.dropout = int(num_layers), int(ffn_dim), float(dropout)
+        self.query_content = bool(query_content)
         self.input_proj = layers.Dense(
             self.dim, kernel_initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "uniform"),
             bias_initializer="zeros", dtype=self.dtype_policy, name="input_proj")
@@ -161,6 +167,10 @@ class MaskDecoder(layers.Layer):
         self.query_embed = self.add_weight(shape=(self.num_queries, self.dim),
                                            initializer=keras.initializers.RandomNormal(0.0, 1.0),
                                            name="query_embed")
+        if self.query_content:
+            self.query_content_embed = self.add_weight(
+                shape=(self.num_queries, self.dim), initializer=keras.initializers.RandomNormal(0.0, 1.0),
+                name="query_content")
         self.input_proj.build((None, channels))
         for layer in self.decoder_layers:
             layer.build((None, self.num_queries, self.dim))
@@ -177,7 +187,11 @@ class MaskDecoder(layers.Layer):
         pos = sine_position_encoding(height, width, self.dim)
         pos = tf.cast(tf.reshape(pos, [1, height * width, self.dim]), memory.dtype)
         query_pos = tf.cast(self.query_embed[None], memory.dtype)       # (1, K, D)
-        tgt = tf.zeros([batch, self.num_queries, self.dim], dtype=memory.dtype)
+        if self.query_content:
+            tgt = tf.broadcast_to(tf.cast(self.query_content_embed[None], memory.dtype),
+                                  [batch, self.num_queries, self.dim])
+        else:
+            tgt = tf.zeros([batch, self.num_queries, self.dim], dtype=memory.dtype)
         for layer in self.decoder_layers:
             tgt = layer(tgt, memory, pos, query_pos, training=training)
         out = self.decoder_norm(tgt)
@@ -191,5 +205,6 @@ class MaskDecoder(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_queries=self.num_queries, dim=self.dim, num_heads=self.num_heads,
-                      num_layers=self.num_layers, ffn_dim=self.ffn_dim, dropout=self.dropout)
+                      num_layers=self.num_layers, ffn_dim=self.ffn_dim, dropout=self.dropout,
+                      query_content=self.query_content)
         return config

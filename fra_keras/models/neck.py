@@ -31,13 +31,15 @@ class FRANeck(layers.Layer):
 
     def __init__(self, hidden_dim=4096, proj_dim=256, num_regions=8, decoder_dim=256, decoder_heads=8,
                  decoder_layers=2, decoder_ffn_dim=256, decoder_dropout=0.1, heatmap_scale=1.0,
-                 region_branch=True, bn_momentum=0.9, bn_epsilon=1e-5, synchronized=False, **kwargs):
+                 region_branch=True, bn_momentum=0.9, bn_epsilon=1e-5, synchronized=False,
+                 decoder_query_content=False, **kwargs):
         super().__init__(**kwargs)
         self.hidden_dim, self.proj_dim, self.num_regions = int(hidden_dim), int(proj_dim), int(num_regions)
         self.decoder_dim, self.decoder_heads = int(decoder_dim), int(decoder_heads)
         self.decoder_layers, self.decoder_ffn_dim = int(decoder_layers), int(decoder_ffn_dim)
         self.decoder_dropout, self.heatmap_scale = float(decoder_dropout), float(heatmap_scale)
         self.region_branch = bool(region_branch)
+        self.decoder_query_content = bool(decoder_query_content)
         self.bn_momentum, self.bn_epsilon, self.synchronized = float(bn_momentum), float(bn_epsilon), bool(synchronized)
         mlp = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, synchronized=self.synchronized,
                    dtype=self.dtype_policy)
@@ -47,6 +49,7 @@ class FRANeck(layers.Layer):
             self.region_proj = MLPHead(self.hidden_dim, self.proj_dim, name="region_proj", **mlp)
             self.mask_decoder = MaskDecoder(self.num_regions, self.decoder_dim, self.decoder_heads,
                                             self.decoder_layers, self.decoder_ffn_dim, self.decoder_dropout,
+                                            query_content=self.decoder_query_content,
                                             dtype=self.dtype_policy, name="mask_decoder")
 
     def build(self, feature_shape):
@@ -85,5 +88,6 @@ class FRANeck(layers.Layer):
             decoder_dim=self.decoder_dim, decoder_heads=self.decoder_heads, decoder_layers=self.decoder_layers,
             decoder_ffn_dim=self.decoder_ffn_dim, decoder_dropout=self.decoder_dropout,
             heatmap_scale=self.heatmap_scale, region_branch=self.region_branch, bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon, synchronized=self.synchronized)
+            bn_epsilon=self.bn_epsilon, synchronized=self.synchronized,
+            decoder_query_content=self.decoder_query_content)
         return config

@@ -1,0 +1,117 @@
+"""The opt-in region recipe flags (docs/method.md "Region recipes") against NumPy; the reference path
+is unchanged by default (the loss-parity tests in test_losses.py / test_fra_model.py keep it so)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fra_keras import losses
+from fra_keras.config import ConfigError, FRAConfig
+
+
+def np_softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def np_sinkhorn(q_in, iterations=3):
+    """Sinkhorn-Knopp as METHOD.md 3.4 describes it (single device)."""
+    q = q_in.T / q_in.sum()
+    k, n = q.shape
+    for _ in range(iterations):
+        q = q / q.sum(axis=1, keepdims=True) / k
+        q = q / q.sum(axis=0, keepdims=True) / n
+    return (q * n).T
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.05, 0.2])
+def test_sinkhorn_input_matches_numpy(eps):
+    rng = np.random.default_rng(0)
+    t = rng.uniform(-1, 1, size=(50, 6))
+    p = np_softmax(t / 0.04)
+    expected = p if eps == 0.0 else np.exp((p - 1.0) / eps)   # exp(P / eps) up to a constant factor
+    np.testing.assert_allclose(losses.sinkhorn_input(t, 0.04, eps).numpy(), expected, rtol=1e-5, atol=1e-30)
+
+
+def test_swav_sinkhorn_clustering_loss_matches_numpy():
+    rng = np.random.default_rng(1)
+    s, t = rng.uniform(-1, 1, size=(2, 64, 8))
+    for eps in (0.0, 0.05):
+        p = np_softmax(t / 0.04)
+        q_in = p if eps == 0.0 else np.exp(p / eps)   # the official code's commented-out line, as written
+        q = np_sinkhorn(q_in)
+        log_p = np.log(np_softmax(s / 0.1))
+        mean_p = np_softmax(s / 0.1).mean(0)
+        expected = np.mean(np.sum(-q * log_p, -1)) + np.sum(mean_p * np.log(mean_p)) + math.log(8)
+        got = float(losses.clustering_loss(s, t, 0.1, 0.04, 3, 1.0, sinkhorn_epsilon=eps))
+        assert got == pytest.approx(expected, rel=1e-5)
+    # nearly uniform teacher probabilities: exp(P / eps) sharpens the targets (what wakes the branch)
+    flat = rng.uniform(-0.01, 0.01, size=(64, 8))
+    plain = losses.sinkhorn(losses.sinkhorn_input(flat, 0.04, 0.0)).numpy()
+    sharp = losses.sinkhorn(losses.sinkhorn_input(flat, 0.04, 0.05)).numpy()
+    assert sharp.max(-1).mean() > plain.max(-1).mean() + 0.01
+
+
+def test_recipe_fields_default_to_the_reference_and_validate():
+    for preset in ("paper", "tiny"):
+        c = FRAConfig.from_preset(preset)
+        assert (c.decoder_query_content, c.sinkhorn_epsilon, c.cluster_warmup_epochs) == (False, 0.0, 0)
+        assert c.heatmap_scale == 1.0
+    with pytest.raises(ConfigError, match="sinkhorn_epsilon=-0.1"):
+        FRAConfig(sinkhorn_epsilon=-0.1)
+    with pytest.raises(ConfigError, match="cluster_warmup_epochs=-1"):
+        FRAConfig(cluster_warmup_epochs=-1)
+    with pytest.raises(ConfigError, match="decoder_query_content='yes'"):
+        FRAConfig(decoder_query_content="yes")
+    with pytest.raises(ConfigError, match="synthetic_profile='tight'"):
+        FRAConfig(synthetic_profile="tight")
+
+
+def test_recipe_flags_reach_the_cli_parser():
+    from fra_keras import pretrain
+
+    args = pretrain.build_parser().parse_args(["--decoder-query-content", "true", "--sinkhorn-epsilon", "0.05",
+                                               "--cluster-warmup-epochs", "2", "--synthetic-profile", "wide"])
+    config, _, _ = pretrain.resolve_config(args)
+    assert (config.decoder_query_content, config.sinkhorn_epsilon, config.cluster_warmup_epochs,
+            config.synthetic_profile) == (True, 0.05, 2, "wide")
+
+
+def test_cluster_weight_ramp():
+    from fra_keras.models.fra import FRA
+
+    config = FRAConfig.from_preset("tiny", image_size=64, synthetic_size=64, backbone_width=8, proj_dim=16,
+                                   hidden_dim=32, decoder_dim=16, decoder_ffn_dim=16, decoder_heads=2,
+                                   epochs=4, steps_per_epoch=5, cluster_loss_weight=0.1)
+    flat = FRA(config)
+    assert [float(flat.cluster_weight(t)) for t in (0, 7, 19)] == pytest.approx([0.1] * 3)
+    ramped = FRA(config.replace(cluster_warmup_epochs=2))     # ramp over 2 epochs x 5 steps
+    got = [float(ramped.cluster_weight(t)) for t in (0, 4, 9, 10, 19)]
+    assert got == pytest.approx([0.01, 0.05, 0.1, 0.1, 0.1])
+
+
+def test_evaluation_baselines_match_numpy():
+    """Every report metric has a direction and a label-only baseline (recomputed here in NumPy)."""
+    from fra_keras.downstream.metrics import landmark_nme
+    from fra_keras.evaluate import baselines, metric_direction
+
+    rng = np.random.default_rng(2)
+    train, test = rng.integers(0, 7, 200), rng.integers(0, 7, 90)
+    got = baselines("expression", train, test, 7)
+    majority = np.bincount(train, minlength=7).argmax()
+    assert got["top1_accuracy"][0] == pytest.approx(np.mean(test == majority))
+    assert got["mean_class_accuracy"][0] == pytest.approx(1 / 7)
+    a_train, a_test = rng.choice([-1, 0, 1], size=(50, 40)), rng.choice([-1, 0, 1], size=(30, 40))
+    pos = (a_train == 1).sum(0) >= (a_train == 0).sum(0)
+    known = a_test >= 0
+    expected = np.sum((a_test == pos[None]) & known) / known.sum()
+    assert baselines("attributes", a_train, a_test)["attribute_accuracy"][0] == pytest.approx(expected)
+    l_train, l_test = rng.normal(50, 10, size=(40, 68, 2)), rng.normal(50, 10, size=(20, 68, 2))
+    mean_shape = np.broadcast_to(l_train.mean(0), l_test.shape)
+    assert baselines("landmarks", l_train, l_test)["nme"][0] == pytest.approx(landmark_nme(mean_shape, l_test).mean())
+    assert [metric_direction(k) for k in ("synthetic_nme", "rafdb_top1_accuracy", "synthetic_knn_top1_accuracy",
+                                          "celeba_attribute_accuracy", "synthetic_failure_rate_10")] == \
+        ["lower", "higher", "higher", "higher", "lower"]
