@@ -55,6 +55,10 @@ def build_parser():
     parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
                         help="save a checkpoint every N epochs (default 1; the last epoch is always saved)")
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
+    parser.add_argument("--monitor-every", type=int, default=25, metavar="STEPS",
+                        help="region-health monitor every N steps (mask-embedding cosine, clustering loss / "
+                             "log K, region usage, k-NN expression accuracy on held-out faces; a few seconds "
+                             "each; monitor.csv, TensorBoard, history.csv); 0: off (default 25)")
     parser.add_argument("--heatmap-every", type=int, default=1, metavar="EPOCHS",
                         help="log region-heatmap pictures to TensorBoard every N epochs (0: never)")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
@@ -65,6 +69,8 @@ def build_parser():
 
 def resolve_config(args) -> tuple[FRAConfig, str, bool]:
     """(config, output_dir, resuming) from the parsed flags."""
+    if getattr(args, "monitor_every", 0) < 0:
+        raise ConfigError(f"--monitor-every {args.monitor_every}: must be 0 (off) or a positive number of steps")
     overrides = cli_utils.config_overrides(args)
     resuming = args.resume is not None
     output_dir = args.output_dir
@@ -107,8 +113,8 @@ def steps_per_epoch_for(config: FRAConfig) -> int:
 def _check_data(config: FRAConfig):
     """Fail fast with one line on a missing / empty folder; report unreadable files."""
     if config.data_dir is None:
-        return "synthetic faces (synthetic_faces_v1, %d faces at %d px)" % (config.synthetic_samples,
-                                                                          config.synthetic_size)
+        return "synthetic faces (synthetic_faces_v1, %s framing, %d faces at %d px)" % (
+            config.synthetic_profile, config.synthetic_samples, config.synthetic_size)
     from fra_keras.data.shard import has_shards
 
     if not os.path.isdir(config.data_dir):
@@ -193,7 +199,15 @@ def _train(args, config, output_dir, write_dir, resuming, steps_per_epoch, sourc
     else:
         dataset = fra_data.pretraining_dataset(config)
     guard = fra_callbacks.NonFiniteLossGuard()
-    cbs = [guard,
+    monitor = []
+    if args.monitor_every:
+        from fra_keras.monitor import RegionMonitor
+
+        monitor = [RegionMonitor(config, every_steps=args.monitor_every, seed=config.seed,
+                                 csv_path=os.path.join(write_dir, "monitor.csv"),
+                                 log_dir=None if args.no_tensorboard else os.path.join(write_dir, "tensorboard"))]
+    # The monitor comes before HistoryCSV: it adds its latest values to each epoch's logs.
+    cbs = [guard, *monitor,
            fra_callbacks.AtomicCheckpoint(os.path.join(write_dir, "checkpoints"), every_epochs=args.checkpoint_every,
                                           guard=guard, chief_only=False),
            fra_callbacks.HistoryCSV(os.path.join(write_dir, "history.csv"), append=resuming)]
