@@ -1,101 +1,122 @@
-"""Does the region branch help? FRA vs plain BYOL vs random init, on synthetic faces (CPU, ~1 hour).
+"""Region recipes ablation: which recipe wakes the region branch, and does it help? (CPU, ~2 hours)
 
-    python benchmarks/region_experiment.py --quick                         # minutes: checks the plumbing
-    python benchmarks/region_experiment.py --figure docs/region_heatmaps.png   # the full default scale
+    python benchmarks/region_experiment.py --quick                          # minutes: checks the plumbing
+    python benchmarks/region_experiment.py                                  # the table in docs/evaluation.md
+    python benchmarks/region_experiment.py --variants reference,regions,byol --seeds 0,1,2
 
-Steps (everything at the `tiny` preset: narrow ResNet-18, 96 px, output stride 16 -> 6x6 heatmap grid):
+Every variant is the `tiny` preset (narrow ResNet-18, 96 px, output stride 16 -> 6x6 heatmap grid) on
+synthetic faces in the pre-training framing ("crop"), pre-trained for the same number of steps with
+`python -m fra_keras.pretrain` and explicit flags (`VARIANTS`):
 
-1. pre-train (a) FRA and (b) the same model with ``region_losses=False`` (plain BYOL: global loss only)
-   for the same number of steps, with `fra_keras.pretrain.main([...])` and explicit flags;
-2. render synthetic train / test faces once (identity-disjoint splits) and compute the frozen feature
-   maps of (a), (b) and (c) a randomly initialised backbone of the same architecture;
-3. linear-probe expression, attributes and landmarks on those features (several probe seeds; mean and
-   spread), plus kNN expression accuracy;
-4. region awareness (purity, coverage, cross-view consistency) of (a) next to a random FRA;
-5. print a table, write results.json in --out-dir and a heatmap picture (--figure).
+* reference   the paper recipe as it is (the reference's decoder and Sinkhorn);
+* regions     the opt-in region recipe: content queries + SwAV-style Sinkhorn (docs/method.md);
+* swav        Sinkhorn on exp(P / 0.05) alone; content: content queries alone;
+* byol        plain BYOL, the global loss only (`--region-losses false`);
+* random      no pre-training (the same architecture, random weights).
 
-Runs already finished in --out-dir are reused (delete the folder or pass --force to retrain).
-Synthetic-face numbers are not benchmark results; they compare the three models under one protocol.
+For each pre-trained model (and each seed) it reports the final mask-embedding cosine and clustering
+loss / log K of the training log, the region awareness of the heatmaps (area-normalised purity,
+coverage, cross-view consistency; `fra_keras.downstream.regions`), and linear probes at the CLI's
+default budget on the evaluation split of `python -m fra_keras.evaluate` (`--data synthetic`):
+expression (mean-class accuracy; "aligned" faces), attributes (mean accuracy; "aligned") and landmarks
+(NME; "box" crops). Runs already finished in --out-dir are reused (delete the folder or pass --force).
+Synthetic-face numbers compare recipes under one protocol; they are not benchmark results.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-FULL = dict(epochs=20, steps_per_epoch=25, batch_size=32, warmup_epochs=2, synthetic_samples=2048,
-            train_faces=2000, test_faces=500, region_faces=256, probe_epochs=30, probe_seeds=3)
-QUICK = dict(epochs=2, steps_per_epoch=3, batch_size=16, warmup_epochs=1, synthetic_samples=64,
-             train_faces=96, test_faces=48, region_faces=24, probe_epochs=5, probe_seeds=1)
+# Every recipe flag is explicit, so that a variant means the same whatever the preset's defaults.
+_REFERENCE = ["--decoder-query-content", "false", "--sinkhorn-epsilon", "0"]
+VARIANTS = {
+    "reference": _REFERENCE,
+    "regions": ["--decoder-query-content", "true", "--sinkhorn-epsilon", "0.05"],
+    "swav": ["--decoder-query-content", "false", "--sinkhorn-epsilon", "0.05"],
+    "content": ["--decoder-query-content", "true", "--sinkhorn-epsilon", "0"],
+    "byol": ["--region-losses", "false"] + _REFERENCE,
+}
+FULL = dict(epochs=10, steps_per_epoch=25, warmup_epochs=1, train_faces=2000, test_faces=500, region_faces=256,
+            probe_epochs=30)
+QUICK = dict(epochs=2, steps_per_epoch=2, warmup_epochs=1, train_faces=64, test_faces=32, region_faces=16,
+             probe_epochs=2)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny scale, to check the whole pipeline in minutes")
+    p.add_argument("--variants", default="reference,regions,swav,content,byol",
+                   help=f"comma-separated, from {sorted(VARIANTS)} (random is always added)")
+    p.add_argument("--seeds", default="0,1", help="pre-training seeds (comma-separated)")
     p.add_argument("--out-dir", default=None, help="default: runs/region_experiment[_quick]")
-    p.add_argument("--figure", default=None, help="heatmap PNG (default: OUT_DIR/region_heatmaps.png)")
+    p.add_argument("--figure", default=None, help="heatmap PNG of the first seed (default: OUT_DIR/heatmaps.png)")
     p.add_argument("--force", action="store_true", help="pre-train again even if OUT_DIR has the runs")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=96)
     for key, value in FULL.items():
-        p.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"default {value} ({QUICK[key]} with --quick)")
+        p.add_argument("--" + key.replace("_", "-"), type=int, default=None,
+                       help=f"default {value} ({QUICK[key]} with --quick)")
     args = p.parse_args(argv)
     scale = QUICK if args.quick else FULL
     for key, value in scale.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for v in args.variants:
+        if v not in VARIANTS:
+            p.error(f"--variants: {v!r} is not one of {sorted(VARIANTS)}")
+    args.seeds = [int(s) for s in args.seeds.split(",")]
     args.out_dir = args.out_dir or os.path.join("runs", "region_experiment" + ("_quick" if args.quick else ""))
-    args.figure = args.figure or os.path.join(args.out_dir, "region_heatmaps.png")
+    args.figure = args.figure or os.path.join(args.out_dir, "heatmaps.png")
     return args
 
 
-def pretrain_flags(args, region_losses: bool, out: str):
-    return ["--preset", "tiny", "--output-dir", out, "--region-losses", "true" if region_losses else "false",
-            "--image-size", str(args.image_size), "--epochs", str(args.epochs),
-            "--steps-per-epoch", str(args.steps_per_epoch), "--warmup-epochs", str(args.warmup_epochs),
-            "--batch-size", str(args.batch_size), "--synthetic-samples", str(args.synthetic_samples),
-            "--seed", str(args.seed), "--no-tensorboard", "--heatmap-every", "0", "--verbose", "2"]
+def pretrain_flags(args, variant: str, seed: int, out: str):
+    flags = ["--preset", "tiny", "--output-dir", out, "--image-size", str(args.image_size),
+             "--epochs", str(args.epochs), "--steps-per-epoch", str(args.steps_per_epoch),
+             "--warmup-epochs", str(args.warmup_epochs), "--seed", str(seed), "--no-tensorboard",
+             "--heatmap-every", "0", "--verbose", "2"]
+    if args.quick:
+        flags += ["--batch-size", "8", "--synthetic-samples", "16", "--monitor-every", "0"]
+    return flags + VARIANTS[variant]
 
 
-def pretrain_all(args):
-    from fra_keras import pretrain
+def pretrain(args, variant, seed):
+    """Pre-train (or reuse) one run; returns (run folder, info)."""
+    from fra_keras import pretrain as cli
 
-    runs, info = {}, {}
-    for name, region in (("fra", True), ("byol", False)):
-        out = os.path.join(args.out_dir, name)
-        flags = pretrain_flags(args, region, out)
-        done = os.path.isfile(os.path.join(out, "model.keras"))
-        if args.force or not done:
-            print(f"\n=== pre-training {name}: python -m fra_keras.pretrain {' '.join(flags)}", flush=True)
-            t = time.time()
-            code = pretrain.main(flags)
-            if code:
-                raise SystemExit(f"pre-training {name} failed with exit code {code}")
-            info[name] = {"seconds": time.time() - t}
-        else:
-            print(f"=== reusing {out}/model.keras", flush=True)
-            info[name] = {"seconds": None}
-        summary = os.path.join(out, "summary.json")
-        if os.path.isfile(summary):
-            with open(summary) as f:
-                info[name]["summary"] = json.load(f)
-        info[name]["command"] = "python -m fra_keras.pretrain " + " ".join(flags)
-        runs[name] = os.path.join(out, "model.keras")
-    return runs, info
+    out = os.path.join(args.out_dir, f"{variant}-s{seed}")
+    flags = pretrain_flags(args, variant, seed, out)
+    info = {"command": "python -m fra_keras.pretrain " + " ".join(flags)}
+    if args.force or not os.path.isfile(os.path.join(out, "model.keras")):
+        print(f"\n=== {info['command']}", flush=True)
+        t = time.time()
+        if cli.main(flags):
+            raise SystemExit(f"pre-training {variant} seed {seed} failed")
+        info["seconds"] = time.time() - t
+    else:
+        print(f"=== reusing {out}/model.keras", flush=True)
+    with open(os.path.join(out, "summary.json")) as f:
+        info["final"] = json.load(f)["final"]
+    return out, info
 
 
-def render(split, num, image_size, seed):
+def render(task, split, num, image_size):
+    """Images and labels of the evaluation split that `python -m fra_keras.evaluate` uses."""
     import numpy as np
 
     from fra_keras.data.synthetic import synthetic_dataset
+    from fra_keras.downstream.data import synthetic_profile
 
-    keys = ("image", "expression", "attributes", "landmarks68")
-    ds = synthetic_dataset(image_size=image_size, seed=seed, split=split, num_samples=num, keys=keys).batch(64)
+    keys = ("image", "expression", "attributes") if task == "expression" else ("image", "landmarks68")
+    ds = synthetic_dataset(image_size=image_size, seed=0, split=split, num_samples=num, keys=keys,
+                           profile=synthetic_profile(task)).batch(64)
     parts = {k: [] for k in keys}
     for batch in ds:
         for k in keys:
@@ -110,66 +131,56 @@ def feature_maps(extractor, images, batch_size=64):
                            for i in range(0, len(images), batch_size)])
 
 
-def probe_model(extractor, train, test, args):
-    """Linear probes of one frozen backbone: {metric: (mean, std, values)}."""
-    import numpy as np
-
-    from fra_keras.downstream import metrics as m
+def probe(extractor, data, args):
+    """Linear probes of one frozen backbone at the CLI's default budget: {metric: value}."""
     from fra_keras.evaluate import fit_linear_probe, score
 
-    t = time.time()
-    f_train, f_test = feature_maps(extractor, train["image"]), feature_maps(extractor, test["image"])
-    pooled_train = f_train.mean(axis=(1, 2), keepdims=True)
-    pooled_test = f_test.mean(axis=(1, 2), keepdims=True)
-    results = {"features_s": time.time() - t}
-    tasks = (("expression", pooled_train, pooled_test, "expression", {"num_classes": 7}),
-             ("attributes", pooled_train, pooled_test, "attributes", {"num_attributes": 40}),
-             ("landmarks", f_train, f_test, "landmarks68", {"num_points": 68}))
-    for task, x_tr, x_te, key, kwargs in tasks:
-        values = []
-        for seed in range(args.probe_seeds):
-            _, _, outputs = fit_linear_probe(task, extractor.channels, x_tr, train[key], x_te, args.image_size,
-                                             epochs=args.probe_epochs, batch_size=64, seed=seed, verbose=0,
-                                             head_kwargs=kwargs)
-            metrics, _ = score(task, outputs, test[key], args.image_size)
-            values.append(metrics)
-        for name in values[0]:
-            v = [float(x[name]) for x in values]
-            results[name] = {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v}
-    knn = m.knn_accuracy(pooled_train.reshape(len(pooled_train), -1), train["expression"],
-                         pooled_test.reshape(len(pooled_test), -1), test["expression"], k=20)
-    results["synthetic_knn_top1_accuracy"] = {"mean": knn, "std": 0.0, "values": [knn]}
-    return results
+    out = {}
+    aligned_train, aligned_test = data["aligned"]
+    f_train = feature_maps(extractor, aligned_train["image"]).mean(axis=(1, 2), keepdims=True)
+    f_test = feature_maps(extractor, aligned_test["image"]).mean(axis=(1, 2), keepdims=True)
+    for task, key, kwargs in (("expression", "expression", {"num_classes": 7}),
+                              ("attributes", "attributes", {"num_attributes": 40})):
+        _, _, outputs = fit_linear_probe(task, extractor.channels, f_train, aligned_train[key], f_test,
+                                         args.image_size, epochs=args.probe_epochs, seed=0, verbose=0,
+                                         head_kwargs=kwargs)
+        metrics, _ = score(task, outputs, aligned_test[key], args.image_size)
+        out.update(metrics)
+    box_train, box_test = data["box"]
+    _, _, outputs = fit_linear_probe("landmarks", extractor.channels, feature_maps(extractor, box_train["image"]),
+                                     box_train["landmarks68"], feature_maps(extractor, box_test["image"]),
+                                     args.image_size, epochs=args.probe_epochs, seed=0, verbose=0,
+                                     head_kwargs={"num_points": 68})
+    metrics, _ = score("landmarks", outputs, box_test["landmarks68"], args.image_size)
+    out.update(metrics)
+    return out
 
 
-ROWS = (("synthetic_top1_accuracy", "expression top-1 (linear) ↑"),
-        ("synthetic_mean_class_accuracy", "expression mean-class acc. ↑"),
-        ("synthetic_attribute_accuracy", "attributes mean acc. (known) ↑"),
-        ("synthetic_nme", "landmarks NME (inter-ocular) ↓"),
-        ("synthetic_failure_rate_10", "landmarks failure rate @10% ↓"),
-        ("synthetic_knn_top1_accuracy", "expression kNN top-1 (k=20) ↑"))
+COLUMNS = (("mask_cosine", "mask cos. ↓", "{:.2f}"), ("cluster_ratio", "clu. loss / log K ↓", "{:.2f}"),
+           ("purity", "purity ↑", "{:.3f}"), ("coverage", "coverage ↑", "{:.1f}"),
+           ("consistency", "consistency ↑", "{:.2f}"),
+           ("synthetic_mean_class_accuracy", "expr. mean-class ↑", "{:.3f}"),
+           ("synthetic_attribute_accuracy", "attributes ↑", "{:.3f}"), ("synthetic_nme", "landmark NME ↓", "{:.3f}"))
 
 
-def table(probes, regions):
-    names = list(probes)
-    out = ["| metric (synthetic faces) | " + " | ".join(names) + " |",
-           "|---|" + "---|" * len(names)]
-    for key, label in ROWS:
+def table(rows):
+    """Markdown: one row per variant, mean (± half the range) over seeds."""
+    import numpy as np
+
+    out = ["| variant | seeds | " + " | ".join(c[1] for c in COLUMNS) + " |",
+           "|---|---|" + "---|" * len(COLUMNS)]
+    for name, runs in rows.items():
         cells = []
-        for n in names:
-            r = probes[n][key]
-            cells.append(f"{r['mean']:.3f} ± {r['std']:.3f}" if len(r["values"]) > 1 else f"{r['mean']:.3f}")
-        out.append(f"| {label} | " + " | ".join(cells) + " |")
-    out += ["", "| region awareness (FRA heatmaps) | FRA | random-init FRA |", "|---|---|---|"]
-    for key, label in (("purity", "purity, area-normalised (chance 0.125) ↑"), ("coverage", "coverage (parts of 8) ↑"),
-                       ("consistency", "cross-view consistency ↑"), ("purity_mass", "purity, raw mass"),
-                       ("coverage_mass", "coverage, raw mass")):
-        fmt = "{:.0f}" if key.startswith("coverage") else "{:.3f}"
-        out.append(f"| {label} | {fmt.format(regions['fra'][key])} | {fmt.format(regions['random'][key])} |")
-    out.append(f"| dominant part per heatmap (FRA) | {', '.join(regions['fra']['dominant_parts'])} | "
-               f"{', '.join(regions['random']['dominant_parts'])} |")
-    out.append(f"| heatmap usage (arg-max share) | {', '.join(f'{u:.2f}' for u in regions['fra']['usage'])} | "
-               f"{', '.join(f'{u:.2f}' for u in regions['random']['usage'])} |")
+        for key, _, fmt in COLUMNS:
+            values = [r[key] for r in runs if r.get(key) is not None]
+            if not values:
+                cells.append("–")
+                continue
+            cell = fmt.format(float(np.mean(values)))
+            if len(values) > 1:
+                cell += " ± " + fmt.format(float((np.max(values) - np.min(values)) / 2))
+            cells.append(cell)
+        out.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -184,47 +195,57 @@ def main(argv=None):
 
     start = time.time()
     os.makedirs(args.out_dir, exist_ok=True)
-    runs, pre_info = pretrain_all(args)
-    t = time.time()
-    print(f"\n=== rendering {args.train_faces} train + {args.test_faces} test faces at {args.image_size} px",
-          flush=True)
-    train = render("train", args.train_faces, args.image_size, args.seed)
-    test = render("test", args.test_faces, args.image_size, args.seed)
-    render_s = time.time() - t
-    fra = load_feature_extractor(runs["fra"], image_size=args.image_size)
-    byol = load_feature_extractor(runs["byol"], image_size=args.image_size)
-    rand = random_extractor(fra.config, seed=args.seed + 1000, image_size=args.image_size)
-    probes = {}
-    for name, extractor in (("FRA", fra), ("BYOL", byol), ("random init", rand)):
-        print(f"=== linear probes: {name}", flush=True)
-        t = time.time()
-        probes[name] = probe_model(extractor, train, test, args)
-        probes[name]["seconds"] = time.time() - t
-    with open(os.path.join(args.out_dir, "probes.json"), "w") as f:   # kept if a later step fails
-        json.dump(probes, f, indent=2)
-    print("=== region awareness", flush=True)
-    t = time.time()
-    views = regions.render_views(args.region_faces, args.image_size, seed=args.seed)
-    _, random_fra = build_random(fra.config, seed=args.seed + 1000, with_regions=True)
-    region_results = {"fra": regions.evaluate_regions(fra.fra_model, views, REGION_NAMES),
-                      "random": regions.evaluate_regions(random_fra, views, REGION_NAMES)}
-    faces = views["image_a"][:4]
-    figure = plots.heatmap_figure([("FRA", faces, regions.model_heatmaps(fra.fra_model, faces)),
-                                   ("random", faces, regions.model_heatmaps(random_fra, faces))])
-    size = plots.save_png(figure, args.figure)
-    region_s = time.time() - t
-    text = table(probes, region_results)
-    results = {"args": vars(args), "pretraining": pre_info, "probes": probes, "regions": region_results,
-               "figure": {"path": args.figure, "bytes": size},
-               "timing": {"render_s": render_s, "regions_s": region_s, "total_s": time.time() - start},
-               "table": text}
+    runs = {(v, s): pretrain(args, v, s) for v in args.variants for s in args.seeds}
+    print(f"\n=== rendering the evaluation split ({args.train_faces} + {args.test_faces} faces, "
+          f"aligned and box) and {args.region_faces} region faces", flush=True)
+    data = {"aligned": (render("expression", "train", args.train_faces, args.image_size),
+                        render("expression", "test", args.test_faces, args.image_size)),
+            "box": (render("landmarks", "train", args.train_faces, args.image_size),
+                    render("landmarks", "test", args.test_faces, args.image_size))}
+    views = regions.render_views(args.region_faces, args.image_size, seed=0)
+    k = None
+    rows, results, figure_panels = {}, {}, []
+    for (variant, seed), (folder, info) in runs.items():
+        print(f"=== evaluating {variant} seed {seed}", flush=True)
+        extractor = load_feature_extractor(os.path.join(folder, "model.keras"), image_size=args.image_size,
+                                           with_regions=variant != "byol")
+        k = extractor.config.num_regions
+        row = dict(probe(extractor, data, args))
+        final = info["final"]
+        if variant != "byol":
+            report = regions.evaluate_regions(extractor.fra_model, views, REGION_NAMES)
+            row.update({m: report[m] for m in ("purity", "coverage", "consistency")})
+            row["mask_cosine"] = final.get("mask_cosine")
+            row["cluster_ratio"] = final["loss_cluster"] / math.log(k)
+            row["dominant_parts"] = report["dominant_parts"]
+            if seed == args.seeds[0] and variant in ("reference", "regions"):
+                faces = views["image_a"][:4]
+                figure_panels.append((variant, faces, regions.model_heatmaps(extractor.fra_model, faces)))
+        row["seed"] = seed
+        rows.setdefault(variant, []).append(row)
+        results[f"{variant}-s{seed}"] = {"info": info, "metrics": row}
+        with open(os.path.join(args.out_dir, "results.json"), "w") as f:   # kept if a later step fails
+            json.dump(results, f, indent=2, default=float)
+    print("=== evaluating random init", flush=True)
+    config = load_feature_extractor(os.path.join(runs[next(iter(runs))][0], "model.keras"),
+                                    image_size=args.image_size).config
+    rand = random_extractor(config.replace(decoder_query_content=False, sinkhorn_epsilon=0.0), seed=1000,
+                            image_size=args.image_size)
+    row = dict(probe(rand, data, args))
+    _, random_fra = build_random(config.replace(decoder_query_content=False, sinkhorn_epsilon=0.0), seed=1000,
+                                 with_regions=True)
+    report = regions.evaluate_regions(random_fra, views, REGION_NAMES)
+    row.update({m: report[m] for m in ("purity", "coverage", "consistency")})
+    rows["random"] = [row]
+    results["random"] = {"metrics": row}
+    figure_panels.append(("random", views["image_a"][:4], regions.model_heatmaps(random_fra, views["image_a"][:4])))
+    size = plots.save_png(plots.heatmap_figure(figure_panels), args.figure)
+    text = table(rows)
+    summary = {"args": vars(args), "results": results, "table": text, "seconds": time.time() - start,
+               "figure": {"path": args.figure, "bytes": size}}
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump(summary, f, indent=2, default=float)
     print("\n" + text)
-    for name, info in pre_info.items():
-        final = info.get("summary", {}).get("final", {})
-        keys = ("loss", "loss_global", "loss_region", "loss_cluster", "z_std", "region_entropy")
-        print(f"{name} final epoch: " + ", ".join(f"{k}={final[k]:.4f}" for k in keys if k in final))
     print(f"\nfigure: {args.figure} ({size} bytes); results: {os.path.join(args.out_dir, 'results.json')}; "
           f"total {time.time() - start:.0f}s")
     return 0

@@ -168,10 +168,57 @@ def _targets(task, labels, image_size):
     return labels
 
 
-def score(task, outputs, labels, image_size, prefix="synthetic", class_names=None):
+#: Whether each metric is better high or low (reports and summaries say so next to every value).
+METRIC_DIRECTIONS = {"top1_accuracy": "higher", "mean_class_accuracy": "higher", "attribute_accuracy": "higher",
+                     "nme": "lower", "failure_rate_10": "lower", "knn_top1_accuracy": "higher",
+                     "knn_mean_class_accuracy": "higher"}
+
+
+def metric_direction(name: str) -> str:
+    """'higher' or 'lower' (is better) for a report metric name such as 'synthetic_nme'; '' if unknown."""
+    for suffix in sorted(METRIC_DIRECTIONS, key=len, reverse=True):
+        if name.endswith(suffix):
+            return METRIC_DIRECTIONS[suffix]
+    return ""
+
+
+def baselines(task, train_labels, test_labels, num_classes=None):
+    """What each metric scores without looking at the image: {metric: (value, what)}.
+
+    expression: top-1 of always answering the training set's majority class, and chance (1 / C) for
+    mean-class accuracy; attributes: each attribute's training majority value; landmarks: the NME and
+    failure rate of the training set's mean shape. Pure NumPy.
+    """
+    import numpy as np
+
+    from fra_keras.downstream import metrics as m
+
+    if task == "expression":
+        c = int(num_classes or max(int(np.max(train_labels)), int(np.max(test_labels))) + 1)
+        majority = int(np.argmax(np.bincount(train_labels, minlength=c)))
+        return {"top1_accuracy": (float(np.mean(test_labels == majority)), f"majority class ({majority})"),
+                "mean_class_accuracy": (1.0 / c, f"chance (1/{c})")}
+    if task == "attributes":
+        known_train = train_labels >= 0
+        positive = np.sum((train_labels == 1) & known_train, 0) * 2 >= np.maximum(np.sum(known_train, 0), 1)
+        known = test_labels >= 0
+        hits = np.where(known, test_labels == positive[None].astype(test_labels.dtype), False)
+        return {"attribute_accuracy": (float(hits.sum() / max(known.sum(), 1)), "training majority per attribute")}
+    if task == "landmarks":
+        mean_shape = np.broadcast_to(np.asarray(train_labels, np.float64).mean(axis=0, keepdims=True),
+                                     np.shape(test_labels))
+        nme = m.landmark_nme(mean_shape, test_labels)
+        return {"nme": (float(nme.mean()), "training mean shape"),
+                "failure_rate_10": (m.failure_rate(nme, 0.10), "training mean shape")}
+    raise ValueError(task)
+
+
+def score(task, outputs, labels, image_size, prefix="synthetic", class_names=None, train_labels=None):
     """(metrics prefixed with the data name, details) from head outputs and raw test labels.
 
-    Landmark labels are pixels at `image_size`; head outputs are normalised (see heads.py)."""
+    Landmark labels are pixels at `image_size`; head outputs are normalised (see heads.py).
+    With `train_labels`, details["baselines"] gives every metric's label-only baseline (`baselines`)
+    and details["directions"] whether it is better high or low."""
     import numpy as np
 
     from fra_keras.downstream import metrics as m
@@ -208,7 +255,13 @@ def score(task, outputs, labels, image_size, prefix="synthetic", class_names=Non
         details["mean_shape_nme"] = float(m.landmark_nme(mean_shape, labels).mean())
     else:
         raise ValueError(task)
-    return {f"{prefix}_{k}": float(v) for k, v in values.items()}, details
+    metrics = {f"{prefix}_{k}": float(v) for k, v in values.items()}
+    details["directions"] = {k: metric_direction(k) for k in metrics}
+    if train_labels is not None:
+        num_classes = outputs[EXPRESSION_OUTPUT].shape[-1] if task == "expression" else None
+        details["baselines"] = {f"{prefix}_{k}": {"value": v, "what": what}
+                                for k, (v, what) in baselines(task, train_labels, labels, num_classes).items()}
+    return metrics, details
 
 
 def _model_kwargs(task, data, args, labels=None):
@@ -318,7 +371,8 @@ def run_head(args, extractor, data, timing):
         y_test = np.concatenate(labels)
         timing["eval_s"] = time.time() - t
         full_model, head = model, model.head
-    metrics, details = score(task, outputs, y_test, data.image_size, data.name, data.class_names)
+    train_labels = y_train if protocol == "linear" else _peek_labels(data)
+    metrics, details = score(task, outputs, y_test, data.image_size, data.name, data.class_names, train_labels)
     setup = dict(epochs=epochs, batch_size=bs, steps_per_epoch=steps, optimizer="AdamW",
                  learning_rate=args.lr if args.lr is not None else (FINETUNE_LR if protocol == "finetune" else LINEAR_LR),
                  weight_decay=float(optimizer.weight_decay), schedule="linear warm-up 5% + half-cycle cosine to 1e-6",
@@ -354,7 +408,10 @@ def run_knn(args, extractor, data, timing):
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     metrics = {f"{data.name}_knn_top1_accuracy": m.top1_accuracy(y_test, pred),
                f"{data.name}_knn_mean_class_accuracy": m.mean_class_accuracy(y_test, pred, num_classes)}
-    details = {"chance_top1": float(np.max(np.bincount(y_test, minlength=num_classes)) / len(y_test))}
+    details = {"chance_top1": float(np.max(np.bincount(y_test, minlength=num_classes)) / len(y_test)),
+               "directions": {k: metric_direction(k) for k in metrics},
+               "baselines": {f"{data.name}_knn_{k}": {"value": v, "what": what}
+                             for k, (v, what) in baselines("expression", y_train, y_test, num_classes).items()}}
     setup = {"k": args.k, "temperature": temperature, "similarity": "cosine", "embedding": "global average pool"}
     return metrics, details, setup
 
@@ -373,7 +430,10 @@ def run_regions(args, extractor, timing):
                              f"branch (region_losses=True); this is {what}")
     num = args.test_samples or 256
     t = time.time()
-    views = regions.render_views(num, extractor.image_size, seed=args.seed)
+    from fra_keras.downstream.data import parse_spec, synthetic_profile
+
+    profile = synthetic_profile("regions", parse_spec(args.data)[1])
+    views = regions.render_views(num, extractor.image_size, seed=args.seed, profile=profile)
     timing["data_s"] = timing.get("data_s", 0.0) + time.time() - t
     t = time.time()
     trained = regions.evaluate_regions(extractor.fra_model, views, REGION_NAMES, args.batch_size)
@@ -387,7 +447,7 @@ def run_regions(args, extractor, timing):
     details = {"model": trained, "random_init": baseline, "num_faces": num,
                "views": "A: as rendered; B: horizontal flip + square crop of 65-90% of the side at a random "
                         "offset, resized back (bilinear image, nearest mask)",
-               "chance_purity_density": 1.0 / len(REGION_NAMES)}
+               "chance_purity_density": 1.0 / len(REGION_NAMES), "profile": profile}
     if args.figure:
         from fra_keras.downstream import plots
 
@@ -436,7 +496,8 @@ def run(args) -> dict:
     artifacts = {}
     if args.task == "regions":
         metrics, details, setup = run_regions(args, extractor, timing)
-        report["data"] = {"name": "synthetic", "spec": "synthetic", "generator": "synthetic_faces_v1",
+        report["data"] = {"name": "synthetic", "spec": args.data, "generator": "synthetic_faces_v1",
+                          "profile": details["profile"],
                           "split": "test", "num_faces": details["num_faces"], "image_size": extractor.image_size,
                           "seed": args.seed}
     else:
@@ -475,8 +536,16 @@ def run(args) -> dict:
 def _summary(report) -> str:
     lines = [f"{report['task']} ({report['protocol'] or 'no training'}) on {report['data']['spec']} "
              f"with {report['model']['kind']} {report['model']['path'] or ''}".rstrip()]
+    base = report.get("details", {}).get("baselines", {})
     for k, v in report["metrics"].items():
-        lines.append(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
+        text = f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}"
+        direction = metric_direction(k)
+        if direction:
+            text += f"  ({direction} is better"
+            if k in base:
+                text += f"; baseline {base[k]['value']:.4f} = {base[k]['what']}"
+            text += ")"
+        lines.append(text)
     lines.append(f"  time: {report['timing']['total_s']:.1f}s")
     return "\n".join(lines)
 
@@ -492,8 +561,7 @@ def main(argv=None) -> int:
             cli_utils.fail(f"--{name.replace('_', '-')} {value}: must be a positive integer")
     try:  # cheap checks first, before TensorFlow loads
         kind, _ = resolve_model_path(args.model)
-        if args.task != "regions" or args.data != "synthetic":
-            check_spec(args.data, args.task)
+        check_spec(args.data, args.task)
         if kind == "saved_model" and args.protocol == "finetune":
             raise ModelLoadError(f"--model {args.model!r} is a SavedModel: linear probe only (--protocol linear)")
     except (ModelLoadError, DataSpecError) as exc:
