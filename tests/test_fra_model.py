@@ -28,7 +28,7 @@ B, K = 4, 8
 LAM, W_CLU, W_DEC = 0.5, 0.1, 0.02
 T_S, T_T = 0.1, 0.04
 EXPECTED_METRICS = {"loss", "loss_global", "loss_region", "loss_cluster", "z_std", "region_entropy",
-                    "ema_momentum", "lr"}
+                    "mask_cosine", "ema_momentum", "lr"}
 
 # ---------------------------------------------------------------------------------------------------
 # NumPy references (METHOD.md 3.1-3.5, 3.7, 2.3)
@@ -235,6 +235,9 @@ def test_step_losses_match_numpy(run):
 
 def test_health_signals_match_numpy(run):
     on, m = run["on"], run["m0"]
+    # mean pairwise cosine of the K batch-mean mask embeddings (view 1, online)
+    e = _n(on[0]["mask_mean"])
+    assert m["mask_cosine"] == pytest.approx(((e @ e.T).sum() - K) / (K * (K - 1)), rel=1e-4, abs=1e-5)
     z = _n(on[0]["z"])
     assert m["z_std"] == pytest.approx(np.mean(np.std(z, axis=0)), rel=1e-4)
     # hard usage: fraction of pixels whose heatmap argmax is region k (view 1, online)
