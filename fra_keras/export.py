@@ -969,6 +969,54 @@ def check_request(output_dir: str, name: str, version, formats: Sequence[str], o
     return paths
 
 
+#: What `--formats onnx` needs (import name -> pip name); all three come with the `onnx` extra.
+ONNX_TOOLS = {"onnx": "onnx", "tf2onnx": "tf2onnx", "onnxruntime": "onnxruntime"}
+
+
+def check_onnx_tools(formats: Sequence[str]):
+    """Raise ExportError naming the missing packages when "onnx" is among `formats` and the ONNX tools
+    are not installed (checked without importing them, so it is instant and comes before any work)."""
+    import importlib.util
+
+    if "onnx" not in formats:
+        return
+    missing = []
+    for module, package in ONNX_TOOLS.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(package)
+    if missing:
+        raise ExportError(f"--formats {','.join(formats)!r} needs {', '.join(missing)}, which "
+                          f"{'is' if len(missing) == 1 else 'are'} not installed: pip install -e \".[onnx]\" "
+                          "(or export only the SavedModel with --formats savedmodel)")
+
+
+def _make_dirs(path: str) -> List[str]:
+    """os.makedirs(path); returns the folders it created, deepest first (to remove them on failure)."""
+    created = []
+    folder = os.path.abspath(path)
+    while not os.path.exists(folder):
+        created.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    os.makedirs(path, exist_ok=True)
+    return created
+
+
+def _remove_empty(folders: Sequence[str]):
+    """Remove the folders this export created that are still empty (deepest first)."""
+    for folder in sorted(set(folders), key=len, reverse=True):
+        try:
+            os.rmdir(folder)
+        except OSError:   # not empty (something else lives there now) or already gone
+            pass
+
+
 def _manifest_common(source: Source, name: str, version: int, outputs: dict, head_info, n_params: int,
                      output_dir: str, formats) -> dict:
     c = source.config
@@ -1067,6 +1115,7 @@ def export_model(model, output_dir: str = DEFAULT_OUTPUT_DIR, name: str = DEFAUL
         formats = [f.strip() for f in formats.split(",") if f.strip()]
     version = default_version() if version is None else version
     paths = check_request(output_dir, name, version, formats, overwrite)
+    check_onnx_tools(formats)
     if isinstance(model, str):
         kind = check_source_path(model)
         if kind == "savedmodel" and head is not None:
@@ -1082,11 +1131,13 @@ def export_model(model, output_dir: str = DEFAULT_OUTPUT_DIR, name: str = DEFAUL
     source = load_source(model)
     head_names = check_head(head_model, source.config) if head_model is not None else []
     tmp_dirs = {}
+    created: List[str] = []   # folders made by this export: removed again if it fails while empty
     cli = False
+    finished = False
     try:
         # 1. SavedModel (also the source of the ONNX file) -----------------------------------------
         sm_parent = os.path.join(output_dir, "savedmodel", name)
-        os.makedirs(sm_parent, exist_ok=True)
+        created += _make_dirs(sm_parent)
         tmp_sm = os.path.join(sm_parent, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
         tmp_dirs["savedmodel"] = tmp_sm
         if source.kind == "savedmodel":
@@ -1131,7 +1182,7 @@ def export_model(model, output_dir: str = DEFAULT_OUTPUT_DIR, name: str = DEFAUL
         onnx_manifest = None
         if "onnx" in formats:
             onnx_parent = os.path.join(output_dir, "onnx", name)
-            os.makedirs(onnx_parent, exist_ok=True)
+            created += _make_dirs(onnx_parent)
             tmp_onnx = os.path.join(onnx_parent, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
             tmp_dirs["onnx"] = tmp_onnx
             os.makedirs(tmp_onnx)
@@ -1180,6 +1231,7 @@ def export_model(model, output_dir: str = DEFAULT_OUTPUT_DIR, name: str = DEFAUL
                 atomic_write_text(triton, TRITON_CONFIG.format(name=name))
         for fmt in formats:
             log(f"wrote {paths[fmt]}")
+        finished = True
         return ExportResult(name, int(version), paths, sm_manifest if "savedmodel" in formats else onnx_manifest,
                             report)
     finally:
@@ -1188,6 +1240,8 @@ def export_model(model, output_dir: str = DEFAULT_OUTPUT_DIR, name: str = DEFAUL
             cli.communicate()
         for d in tmp_dirs.values():
             shutil.rmtree(d, ignore_errors=True)
+        if not finished:
+            _remove_empty(created)
 
 
 # =============================================================================================
@@ -1278,6 +1332,7 @@ def main(argv=None) -> int:
             raise ExportError(f"--head {args.head!r} must be an existing .keras file")
         if kind == "savedmodel" and args.head is not None:
             raise ExportError("--head needs the Keras model (model.keras or backbone.weights.h5)")
+        check_onnx_tools(formats)
     except ExportError as e:
         cli_utils.fail(str(e))
     cli_utils.quiet_tensorflow()
