@@ -141,6 +141,26 @@ def check_images(paths: Sequence[str], num_parallel_calls=tf.data.AUTOTUNE) -> T
     return good, bad
 
 
+def check_decodable(data_dir, paths: Sequence[str], sample: int = 256, num_parallel_calls=tf.data.AUTOTUNE):
+    """Raise ValueError naming `data_dir` when none of up to `sample` files (evenly spread over the
+    sorted `paths`; all of them when there are fewer) decodes: training would have no input at all.
+
+    Cheap (at most `sample` decodes); a folder where only some files are bad passes, and those files
+    are skipped by the pipeline."""
+    paths = list(paths)
+    if not paths:
+        raise ValueError(f"data_dir={data_dir!r} contains no .jpg/.jpeg/.png files; expected {_EXPECTED}")
+    stride = max(len(paths) // max(int(sample), 1), 1)
+    chosen = paths[::stride][:sample]
+    good, bad = check_images(chosen, num_parallel_calls=num_parallel_calls)
+    if good:
+        return
+    what = (f"all {len(bad)} image files failed to decode" if len(chosen) == len(paths)
+            else f"all {len(bad)} image files checked (a sample of the {len(paths)}) failed to decode")
+    raise ValueError(f"data_dir={data_dir!r}: {what} (first: {bad[0]!r}); nothing to train on. List them "
+                     f"with: python -m fra_keras.data.folders {data_dir} --list-bad")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fra_keras.data.folders",
