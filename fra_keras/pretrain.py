@@ -261,11 +261,13 @@ def _train(args, config, output_dir, write_dir, resuming, steps_per_epoch, sourc
         dataset = fra_data.pretraining_dataset(config)
     guard = fra_callbacks.NonFiniteLossGuard()
     steps = fra_callbacks.StepCounter()
-    cbs = [guard, steps,
+    history = fra_callbacks.HistoryCSV(os.path.join(write_dir, "history.csv"), append=resuming)
+    history.initial_epoch = initial_epoch
+    # The history row is written before the checkpoint: a crash between the two leaves a row for an
+    # epoch that will be re-run (dropped on resume), never a checkpoint whose epoch has no row.
+    cbs = [guard, steps, history,
            fra_callbacks.AtomicCheckpoint(os.path.join(write_dir, "checkpoints"), every_epochs=args.checkpoint_every,
-                                          keep=args.keep_checkpoints, guard=guard, chief_only=False),
-           fra_callbacks.HistoryCSV(os.path.join(write_dir, "history.csv"), append=resuming)]
-    cbs[-1].initial_epoch = initial_epoch
+                                          keep=args.keep_checkpoints, guard=guard, chief_only=False)]
     if not args.no_tensorboard:
         cbs.append(fra_callbacks.StepTensorBoard(os.path.join(write_dir, "tensorboard"), log_every=args.log_every))
         if args.heatmap_every and config.region_losses:
