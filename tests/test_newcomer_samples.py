@@ -83,3 +83,13 @@ def test_clients_say_where_they_tried_and_how_to_serve(samples, client, protocol
     assert proc.returncode == 1
     assert_one_line(proc.stderr, f"no TF Serving {protocol} server answered at", f"127.0.0.1:{port}",
                     "docker run", "tensorflow/serving", "--host")
+
+
+def test_npy_files_feed_saved_model_cli_inputs(tmp_path):
+    """--npy writes what `saved_model_cli run --inputs` loads: the stacked images and the bytes."""
+    proc = _run(["-m", "fra_keras.data.samples", "--output", "s", "--num", "2", "--size", "64", "--npy"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    faces = np.load(tmp_path / "s" / "faces.npy")
+    assert faces.shape == (2, 64, 64, 3) and faces.dtype == np.uint8
+    encoded = np.load(tmp_path / "s" / "image_bytes.npy", allow_pickle=True)
+    assert encoded.dtype == object and encoded[1] == (tmp_path / "s" / "face-001.jpg").read_bytes()

@@ -2,6 +2,13 @@
 
     python -m fra_keras.data.samples --output samples/ --num 4          # samples/face-000.jpg ...
     python export/clients/rest_client.py samples/*.jpg                  # against TF Serving
+    python -m fra_keras.data.samples --output samples/ --num 4 --npy --overwrite
+    saved_model_cli run --dir export/models/savedmodel/fra/1 --tag_set serve \
+        --signature_def serving_default --inputs images=samples/faces.npy   # no server at all
+
+--npy also writes faces.npy (the uint8 images stacked, (N, S, S, 3): the `images` input of
+serving_default) and image_bytes.npy (the encoded files as an object array: the `image_bytes` input
+of serve_image_bytes), because `saved_model_cli run --input_exprs` only accepts Python literals.
 
 The faces are `synthetic_faces_v1` validation faces (`fra_keras.data.synthetic.render_sample`, NumPy
 only: no TensorFlow), saved as JPEG (or PNG with --format png) at --size pixels, the same kind of image
@@ -43,6 +50,25 @@ def write_samples(output: str, num: int = 4, size: int = 112, seed: int = 0, fmt
     return paths
 
 
+def write_npy(output: str, paths) -> list:
+    """faces.npy (uint8 (N, S, S, 3)) and image_bytes.npy (object array of the encoded files) in
+    `output`, the inputs of `saved_model_cli run --inputs`; returns their paths."""
+    import numpy as np
+    from PIL import Image
+
+    faces = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths]).astype(np.uint8)
+    encoded = np.empty(len(paths), dtype=object)
+    for i, p in enumerate(paths):
+        with open(p, "rb") as f:
+            encoded[i] = f.read()
+    written = []
+    for name, array in (("faces.npy", faces), ("image_bytes.npy", encoded)):
+        path = os.path.join(output, name)
+        np.save(path, array, allow_pickle=array.dtype == object)
+        written.append(path)
+    return written
+
+
 def _check_args(args):
     """One-line problems with the arguments, or None."""
     from fra_keras.data.synthetic import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
@@ -65,6 +91,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--format", default="jpg", choices=sorted(FORMATS), help="jpg (default) or png")
     parser.add_argument("--overwrite", action="store_true", help="replace existing face-NNN files")
+    parser.add_argument("--npy", action="store_true",
+                        help="also write faces.npy and image_bytes.npy for saved_model_cli run --inputs")
     args = parser.parse_args(argv)
     problem = _check_args(args)
     if problem:
@@ -75,7 +103,9 @@ def main(argv=None) -> int:
     except (FileExistsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {len(paths)} synthetic faces ({args.size} px): {', '.join(paths)}")
+    if args.npy:
+        paths += write_npy(args.output, paths)
+    print(f"wrote {args.num} synthetic faces ({args.size} px): {', '.join(paths)}")
     return 0
 
 
