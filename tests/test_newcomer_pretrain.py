@@ -190,3 +190,17 @@ def test_training_that_runs_out_of_input_fails(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: training ran out of input after 3 of 4 optimiser steps"), err
     assert not os.path.exists(os.path.join(out, "model.keras"))
+
+
+def test_folders_cli_checks_the_folder_before_tensorflow(tmp_path):
+    """`python -m fra_keras.data.folders` (the scan the error messages point to) answers a missing
+    folder at once, and its scan prints no TensorFlow start-up lines."""
+    code, tf_loaded, seconds, err = probe("fra_keras.data.folders", ["missing"], tmp_path)
+    assert code == 2 and not tf_loaded and seconds < 3
+    assert_one_line(err, "data_dir='missing' does not exist")
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "faces" / "a.jpg").write_bytes(b"not a jpeg")
+    proc = subprocess.run([sys.executable, "-m", "fra_keras.data.folders", "faces"], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "1 image files, 0 decodable, 1 skipped" in proc.stdout
+    assert proc.stderr == "", proc.stderr
