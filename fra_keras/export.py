@@ -99,7 +99,8 @@ class Tolerance:
 
 
 #: Mixed-precision models are exported in float32 but their Keras reference runs in float16 /
-#: bfloat16: `keras_mixed` bounds that difference. Float32 comparisons use `float32_tolerance(config)`.
+#: bfloat16: `keras_mixed` bounds that difference. Float32 comparisons use `float32_tolerance(config)`
+#: ("float32" is added below, for callers without a config).
 TOLERANCES = {
     "keras_mixed": Tolerance(atol=2e-2, rtol=5e-2),
 }
@@ -131,9 +132,14 @@ def float32_tolerance(config: FRAConfig) -> Tolerance:
     return Tolerance(atol=FLOAT32_ATOL, rtol=float(f"{rtol:.3g}"))
 
 
+#: For callers without a config (export/tfx_trainer.py): the bound of the `paper` preset (ResNet-50,
+#: the deepest preset), 8.7e-4. With a config, `float32_tolerance(config)` gives the model's own bound.
+TOLERANCES["float32"] = float32_tolerance(FRAConfig.from_preset("paper"))
+
+
 def tolerance_for(key: str, config: FRAConfig) -> Tolerance:
     """The Keras-vs-export tolerance named in verification.npz ("float32" or "keras_mixed")."""
-    return TOLERANCES[key] if key in TOLERANCES else float32_tolerance(config)
+    return TOLERANCES["keras_mixed"] if key == "keras_mixed" else float32_tolerance(config)
 
 
 # =============================================================================================

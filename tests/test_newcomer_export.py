@@ -167,3 +167,15 @@ def test_onnx_verification_tolerance_over_random_models(tmp_path):
         result = export.export_model(_random_model(seed), str(tmp_path / str(seed)), "fra", 1,
                                      saved_model_cli=False, log=None)
         assert result.report["ok"] and result.report["tolerances"]["export"]["rtol"] > 1e-5
+
+
+def test_config_free_float32_tolerance_is_the_deepest_presets():
+    """export.TOLERANCES["float32"] (used by export/tfx_trainer.py, which has no config at hand) is the
+    paper preset's bound, at least as loose as the tiny preset's."""
+    from fra_keras import export
+    from fra_keras.config import FRAConfig
+
+    legacy = export.TOLERANCES["float32"]
+    assert legacy == export.float32_tolerance(FRAConfig.from_preset("paper"))
+    assert legacy.rtol >= export.float32_tolerance(FRAConfig.from_preset("tiny")).rtol
+    assert export.tolerance_for("keras_mixed", FRAConfig.from_preset("tiny")) == export.TOLERANCES["keras_mixed"]
