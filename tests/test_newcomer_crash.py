@@ -2,7 +2,8 @@
 the middle of an epoch after a checkpoint exists, then resumed with --resume.
 
 Marked slow: three real pre-training processes (reference, killed, resumed), each importing
-TensorFlow and tracing the train step, took 228-260 s on the project's shared 2-core machine.
+TensorFlow and tracing the train step, took 89-260 s on the project's shared 2-core machine
+(load average 5 during the 89 s run).
 """
 
 import csv
