@@ -134,6 +134,8 @@ class StepTensorBoard(keras.callbacks.TensorBoard):
     * Every `log_every` optimiser steps the batch logs are written as `batch_<name>` scalars, numbered
       by the optimiser step (`optimizer.iterations`), so that the curves of a resumed run continue
       where the checkpoint left off instead of restarting at 0. `log_every=0`: epoch scalars only.
+      As with Keras' own `update_freq`, batch logs are the model's metric trackers: running means
+      since the start of the epoch (FRA's `lr` and `ema_momentum` included).
     * The learning rate appears once, as `lr` (`epoch_lr`, `batch_lr`): the rate the model logs for
       each step, the one in history.csv. Keras' own `learning_rate` copy is not added.
     """
