@@ -61,7 +61,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     Args:
       directory: the `checkpoints/` folder of a run.
       every_epochs: save period in epochs (the last epoch of `fit` is always saved).
-      keep: how many checkpoint folders to keep (older ones are deleted after a new one is complete).
+      keep: how many checkpoint folders to keep: the newest `keep` `epoch-NNNN/` folders stay, older
+        ones are deleted once a newer one is complete (`latest` always names a kept one).
       guard: an optional `NonFiniteLossGuard`; no checkpoint is written after it fired.
       chief_only: under multi-worker training (`TF_CONFIG`), workers other than the chief save to a
         temporary folder that is deleted at once, so that every worker runs the same (possibly
@@ -69,7 +70,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         False: always write to `directory` (the caller already gave non-chief workers a private folder).
     """
 
-    def __init__(self, directory, every_epochs=1, keep=2, guard=None, chief_only=True):
+    def __init__(self, directory, every_epochs=1, keep=1, guard=None, chief_only=True):
         super().__init__()
         self.directory = directory
         self.every_epochs = max(int(every_epochs), 1)
@@ -87,6 +88,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self._epochs = self.params.get("epochs") if self.params else None
         if self._writes():
             os.makedirs(self.directory, exist_ok=True)
+            remove_stale_temporaries(self.directory)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard is not None and self.guard.failure:
@@ -112,6 +114,49 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         folders = sorted(f for f in os.listdir(self.directory) if f.startswith("epoch-"))
         for old in folders[:-self.keep]:
             shutil.rmtree(os.path.join(self.directory, old), ignore_errors=True)
+
+
+class StepCounter(keras.callbacks.Callback):
+    """Counts the training steps `fit` ran, so the caller can tell when the input ended early (Keras
+    only warns "Your input ran out of data" and returns normally)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.count += 1
+
+
+class StepTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback with per-step scalars and a single learning-rate tag.
+
+    * Every `log_every` optimiser steps the batch logs are written as `batch_<name>` scalars, numbered
+      by the optimiser step (`optimizer.iterations`), so that the curves of a resumed run continue
+      where the checkpoint left off instead of restarting at 0. `log_every=0`: epoch scalars only.
+      As with Keras' own `update_freq`, batch logs are the model's metric trackers: running means
+      since the start of the epoch (FRA's `lr` and `ema_momentum` included).
+    * The learning rate appears once, as `lr` (`epoch_lr`, `batch_lr`): the rate the model logs for
+      each step, the one in history.csv. Keras' own `learning_rate` copy is not added.
+    """
+
+    def __init__(self, log_dir, log_every=10, **kwargs):
+        kwargs.setdefault("write_graph", False)
+        super().__init__(log_dir, update_freq="epoch", **kwargs)
+        self.log_every = max(int(log_every), 0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.log_every or not isinstance(logs, dict):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.log_every:
+            return
+        with self._train_writer.as_default():
+            for name, value in logs.items():
+                self.summary.scalar(f"batch_{name}", value, step=step)
+
+    def _collect_learning_rate(self, logs):
+        return logs
 
 
 class HistoryCSV(keras.callbacks.Callback):
@@ -186,6 +231,29 @@ def save_checkpoint(model, directory, epoch, logs=None):
     os.replace(tmp, final)
     atomic_write_text(os.path.join(directory, "latest"), name + "\n")
     return final
+
+
+def remove_stale_temporaries(directory):
+    """Delete `.tmp-*` checkpoint folders left by a process that was killed while saving.
+
+    Only folders of processes that no longer run are removed (the pid is the last part of the name)."""
+    for name in os.listdir(directory):
+        if not name.startswith(".tmp-"):
+            continue
+        pid = name.rsplit("-", 1)[-1]
+        if pid.isdigit() and (int(pid) == os.getpid() or _process_alive(int(pid))):
+            continue   # being written right now
+        shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 def save_model_files(model, folder):

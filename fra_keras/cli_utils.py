@@ -130,6 +130,18 @@ def config_overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
+def progress_verbosity(verbose=None, stream=None) -> int:
+    """Keras `verbose` for `fit`: as given, else 1 (progress bar) on a terminal and 2 (one line per
+    epoch) when the output goes to a file or a pipe, where the bar's carriage returns would pile up."""
+    if verbose is not None:
+        return verbose
+    stream = sys.stdout if stream is None else stream
+    try:
+        return 1 if stream.isatty() else 2
+    except (AttributeError, ValueError):  # closed or unusual streams
+        return 2
+
+
 def fail(message: str, code: int = 2):
     """Print a one-line error for the user and exit (no traceback)."""
     print(f"error: {message}", file=sys.stderr)

@@ -17,10 +17,12 @@ Examples::
     python -m fra_keras.evaluate regions --model runs/x/model.keras --figure heatmaps.png
     python -m fra_keras.evaluate expression --model random --backbone-width 32      # a baseline
 
-The head trains with a Keras progress bar; a JSON report (task, protocol, metrics, data, model config,
-timing) is printed and written to --output. With --output (or --save-dir) the trained head is saved as
-head.keras (input: the backbone feature map; output: a dict of named tensors) and, for Keras backbones,
-the whole model as model.keras.
+The head trains with a Keras progress bar on a terminal (one line per epoch when the output goes to a
+file or pipe). Every run writes a JSON report (task, protocol, metrics, data, model config, timing) to
+--output (default reports/<task>-<timestamp>/report.json) and saves the trained head as head.keras
+(input: the backbone feature map; output: a dict of named tensors) and, for Keras backbones, the whole
+model as model.keras: in --save-dir, by default the report's folder (or, for an explicit --output
+PATH.json, the folder PATH/). The summary names each metric's direction (higher / lower is better).
 """
 
 from __future__ import annotations
@@ -92,11 +94,14 @@ def build_parser():
                    help="bilinear upsampling of the feature map before the landmark logits (default 1)")
     p.add_argument("--figure", default=None, metavar="PNG", help="regions: write heatmap pictures here")
     p.add_argument("--figure-faces", type=int, default=4, help="regions: faces per model in --figure")
-    p.add_argument("--output", default=None, metavar="JSON", help="write the report here")
+    p.add_argument("--output", default=None, metavar="JSON",
+                   help="write the report here (default: reports/<task>-<timestamp>/report.json)")
     p.add_argument("--save-dir", default=None,
-                   help="write head.keras (and model.keras) here (default: beside --output, in a folder "
-                        "named after it)")
-    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress (1 = bar)")
+                   help="write head.keras (and model.keras) here (default: the default report's folder; "
+                        "for an explicit --output PATH.json, the folder PATH/)")
+    p.add_argument("--verbose", type=int, default=None, choices=(0, 1, 2),
+                   help="Keras progress: 1 bar, 2 one line per epoch, 0 silent (default: 1 on a terminal, "
+                        "2 when the output goes to a file or pipe)")
     g = p.add_argument_group("--model random (and the regions baseline's preset)")
     g.add_argument("--preset", default="tiny", help="FRAConfig preset for --model random (default tiny)")
     g.add_argument("--config", default=None, help="a config.json for --model random instead of a preset")
@@ -168,18 +173,14 @@ def _targets(task, labels, image_size):
     return labels
 
 
-#: Whether each metric is better high or low (reports and summaries say so next to every value).
-METRIC_DIRECTIONS = {"top1_accuracy": "higher", "mean_class_accuracy": "higher", "attribute_accuracy": "higher",
-                     "nme": "lower", "failure_rate_10": "lower", "knn_top1_accuracy": "higher",
-                     "knn_mean_class_accuracy": "higher"}
+#: Metric-name parts whose values are errors (lower is better); every other metric (accuracies,
+#: region purity / coverage / consistency) is a score (higher is better).
+LOWER_IS_BETTER = ("nme", "failure_rate")
 
 
 def metric_direction(name: str) -> str:
-    """'higher' or 'lower' (is better) for a report metric name such as 'synthetic_nme'; '' if unknown."""
-    for suffix in sorted(METRIC_DIRECTIONS, key=len, reverse=True):
-        if name.endswith(suffix):
-            return METRIC_DIRECTIONS[suffix]
-    return ""
+    """'lower' or 'higher' (is better) for a report metric name such as 'synthetic_nme'."""
+    return "lower" if any(part in name for part in LOWER_IS_BETTER) else "higher"
 
 
 def baselines(task, train_labels, test_labels, num_classes=None):
@@ -539,15 +540,63 @@ def _summary(report) -> str:
     base = report.get("details", {}).get("baselines", {})
     for k, v in report["metrics"].items():
         text = f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}"
-        direction = metric_direction(k)
-        if direction:
-            text += f"  ({direction} is better"
-            if k in base:
-                text += f"; baseline {base[k]['value']:.4f} = {base[k]['what']}"
-            text += ")"
-        lines.append(text)
+        text += f"  ({metric_direction(k)} is better"
+        if k in base:
+            text += f"; baseline {base[k]['value']:.4f} = {base[k]['what']}"
+        lines.append(text + ")")
     lines.append(f"  time: {report['timing']['total_s']:.1f}s")
     return "\n".join(lines)
+
+
+def default_output(task: str, root: str = "reports") -> str:
+    """reports/<task>-<YYYYmmdd-HHMMSS>/report.json (a new folder: -2, -3, ... if it exists)."""
+    base = os.path.join(root, f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder, n = base, 1
+    while os.path.exists(folder):
+        n += 1
+        folder = f"{base}-{n}"
+    return os.path.join(folder, "report.json")
+
+
+class OutputPathError(ValueError):
+    """--output / --save-dir name a path taken by something of the wrong kind."""
+
+
+def check_output_paths(args):
+    """TensorFlow-free checks of --output / --save-dir: one line when a path is taken by something of
+    the wrong kind (a folder where the report file goes, a file where a folder goes)."""
+    if args.output is not None and os.path.isdir(args.output):
+        raise OutputPathError(f"--output {args.output!r} is a folder; give a file name such as "
+                             f"{os.path.join(args.output, 'report.json')!r}")
+    for flag, folder in (("--output", os.path.dirname(os.path.abspath(args.output)) if args.output else None),
+                         ("--save-dir", args.save_dir)):
+        if folder is not None and os.path.exists(folder) and not os.path.isdir(folder):
+            raise OutputPathError(f"{flag}: {folder!r} is an existing file, not a folder")
+
+
+def check_data_layout(spec: str, task: str):
+    """Read the label files of a real `--data` layout now, before TensorFlow loads (the readers need
+    only NumPy), so that a wrong layout is a one-line error within a second instead of after the
+    TensorFlow start-up. The data is read again, the usual way, by `run`."""
+    import warnings
+
+    from fra_keras.data.readers import DataFormatError
+    from fra_keras.downstream import data as task_data
+
+    layout, path = task_data.check_spec(spec, task)
+    if layout == "synthetic":
+        return
+    try:
+        with warnings.catch_warnings():   # skipped-record warnings are issued by the real read
+            warnings.simplefilter("ignore")
+            train, _, _ = task_data._read_layout(layout, path, task)
+    except DataFormatError as exc:
+        raise task_data.DataSpecError(f"--data {spec!r} is not in the {layout} layout "
+                                      f"({task_data.LAYOUT_HELP[layout]}): {exc}") from None
+    key = task_data.TASK_KEYS[task]
+    if key not in train.labels:
+        raise task_data.DataSpecError(f"--data {spec!r}: the {layout} layout has no {key!r} labels, which task "
+                                      f"{task!r} needs")
 
 
 def main(argv=None) -> int:
@@ -564,8 +613,15 @@ def main(argv=None) -> int:
         check_spec(args.data, args.task)
         if kind == "saved_model" and args.protocol == "finetune":
             raise ModelLoadError(f"--model {args.model!r} is a SavedModel: linear probe only (--protocol linear)")
-    except (ModelLoadError, DataSpecError) as exc:
+        check_output_paths(args)
+        if args.task != "regions":
+            check_data_layout(args.data, args.task)
+    except (ModelLoadError, DataSpecError, OutputPathError) as exc:
         cli_utils.fail(str(exc))
+    if args.output is None:   # every run keeps its report and its head
+        args.output = default_output(args.task)
+        args.save_dir = args.save_dir or os.path.dirname(args.output)
+    args.verbose = cli_utils.progress_verbosity(args.verbose)
     cli_utils.quiet_tensorflow()
     from fra_keras.config import ConfigError
     from fra_keras.data.readers import DataFormatError
@@ -575,8 +631,7 @@ def main(argv=None) -> int:
     except (ModelLoadError, DataSpecError, ConfigError, DataFormatError) as exc:
         cli_utils.fail(str(exc))
     print(_summary(report))
-    if args.output:
-        print(f"report: {args.output}")
+    print(f"report: {args.output}")
     for kind, path in report.get("artifacts", {}).items():
         print(f"{kind}: {path}")
     return 0

@@ -54,23 +54,28 @@ def build_parser():
                         help="continue from the latest checkpoint of RUN_DIR (or of --output-dir)")
     parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
                         help="save a checkpoint every N epochs (default 1; the last epoch is always saved)")
+    parser.add_argument("--keep-checkpoints", type=int, default=1, metavar="N",
+                        help="keep the newest N checkpoint folders, delete older ones once a newer one is "
+                             "complete (default 1: enough to resume; each holds the full training state)")
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard logs")
     parser.add_argument("--monitor-every", type=int, default=25, metavar="STEPS",
                         help="region-health monitor every N steps (mask-embedding cosine, clustering loss / "
                              "log K, region usage, k-NN expression accuracy on held-out faces; a few seconds "
                              "each; monitor.csv, TensorBoard, history.csv); 0: off (default 25)")
+    parser.add_argument("--log-every", type=int, default=10, metavar="STEPS",
+                        help="also log per-step scalars (batch_loss, ...) to TensorBoard every N optimiser "
+                             "steps (default 10; 0: per-epoch scalars only)")
     parser.add_argument("--heatmap-every", type=int, default=1, metavar="EPOCHS",
                         help="log region-heatmap pictures to TensorBoard every N epochs (0: never)")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
-                        help="Keras progress: 1 progress bar (default), 2 one line per epoch, 0 silent")
+    parser.add_argument("--verbose", type=int, default=None, choices=(0, 1, 2),
+                        help="Keras progress: 1 progress bar, 2 one line per epoch, 0 silent (default: 1 "
+                             "on a terminal, 2 when the output goes to a file or pipe)")
     cli_utils.add_config_flags(parser)
     return parser
 
 
 def resolve_config(args) -> tuple[FRAConfig, str, bool]:
     """(config, output_dir, resuming) from the parsed flags."""
-    if getattr(args, "monitor_every", 0) < 0:
-        raise ConfigError(f"--monitor-every {args.monitor_every}: must be 0 (off) or a positive number of steps")
     overrides = cli_utils.config_overrides(args)
     resuming = args.resume is not None
     output_dir = args.output_dir
@@ -110,28 +115,84 @@ def steps_per_epoch_for(config: FRAConfig) -> int:
     return steps
 
 
+# The image files the folder reader takes (fra_keras.data.folders.IMAGE_EXTENSIONS, repeated here so
+# that the layout can be checked before TensorFlow is imported).
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def scan_data_dir(data_dir) -> str | None:
+    """TensorFlow-free first look at `--data-dir`: "shards", "images", or None (synthetic faces / a URL,
+    checked later). Raises ConfigError naming the folder when it is missing, a file, or has no images."""
+    if data_dir is None or "://" in str(data_dir):
+        return None
+    if not os.path.exists(data_dir):
+        raise ConfigError(f"--data-dir {data_dir!r} does not exist; expected a folder of .jpg/.jpeg/.png "
+                          "face images (any nesting) or of TFRecord shards")
+    if not os.path.isdir(data_dir):
+        raise ConfigError(f"--data-dir {data_dir!r} is a file, not a folder of face images or TFRecord shards")
+    if any(".tfrecord" in name for name in os.listdir(data_dir)):
+        return "shards"
+    for _, _, files in os.walk(data_dir, followlinks=True):
+        if any(f.lower().endswith(_IMAGE_EXTENSIONS) for f in files):
+            return "images"
+    raise ConfigError(f"--data-dir {data_dir!r} contains no .jpg/.jpeg/.png files (searched every subfolder) "
+                      "and no TFRecord shards")
+
+
+def check_output_dir(output_dir: str):
+    """ConfigError when `output_dir`, or a folder above it, exists as something other than a folder."""
+    path = os.path.abspath(output_dir)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+    if not os.path.isdir(path):
+        where = "is" if path == os.path.abspath(output_dir) else f"is inside {path!r}, which is"
+        raise ConfigError(f"--output-dir {output_dir!r} {where} an existing file; a run needs a folder there: "
+                          "choose another --output-dir")
+
+
+def check_run_flags(args):
+    """One-line errors for the run-control flags (before TensorFlow loads)."""
+    for flag, value, low in (("--checkpoint-every", args.checkpoint_every, 1),
+                             ("--keep-checkpoints", args.keep_checkpoints, 1),
+                             ("--log-every", args.log_every, 0), ("--heatmap-every", args.heatmap_every, 0),
+                             ("--monitor-every", args.monitor_every, 0)):
+        if value < low:
+            raise ConfigError(f"{flag} {value}: must be an integer >= {low}")
+
+
+def progress_verbosity(verbose, stream=None) -> int:
+    """See `cli_utils.progress_verbosity` (bar on a terminal, one line per epoch in a file or pipe)."""
+    return cli_utils.progress_verbosity(verbose, stream)
+
+
 def _check_data(config: FRAConfig):
-    """Fail fast with one line on a missing / empty folder; report unreadable files."""
+    """Describe the data source; one line (ConfigError / ValueError) when a folder has nothing usable:
+    missing, empty, or (checking a sample of up to 256 files) no image that decodes."""
     if config.data_dir is None:
         return "synthetic faces (synthetic_faces_v1, %s framing, %d faces at %d px)" % (
             config.synthetic_profile, config.synthetic_samples, config.synthetic_size)
     from fra_keras.data.shard import has_shards
 
-    if not os.path.isdir(config.data_dir):
+    if "://" not in config.data_dir and not os.path.isdir(config.data_dir):
         raise ConfigError(f"data_dir={config.data_dir!r} is not a folder")
     if has_shards(config.data_dir):
         return f"TFRecord shards in {config.data_dir}"
-    from fra_keras.data.folders import list_images
+    from fra_keras.data.folders import check_decodable, list_images
 
     images = list_images(config.data_dir)  # raises ValueError naming data_dir when empty
+    check_decodable(config.data_dir, images)
     return f"{len(images)} images in {config.data_dir} (unreadable files are skipped with a warning)"
 
 
 def run(args) -> int:
-    try:
+    try:  # everything that needs no TensorFlow first, so that mistakes are reported at once
+        check_run_flags(args)
         config, output_dir, resuming = resolve_config(args)
-        steps_per_epoch = steps_per_epoch_for(config)
-        source = _check_data(config)
+        check_output_dir(output_dir)
+        scan_data_dir(config.data_dir)
         checkpoints = os.path.join(output_dir, "checkpoints")
         if not resuming and os.path.isfile(os.path.join(checkpoints, "latest")):
             raise ConfigError(f"--output-dir {output_dir!r} already holds a run; pass --resume {output_dir} "
@@ -140,6 +201,11 @@ def run(args) -> int:
         cli_utils.fail(str(e))
 
     cli_utils.quiet_tensorflow()
+    try:
+        steps_per_epoch = steps_per_epoch_for(config)
+        source = _check_data(config)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        cli_utils.fail(str(e))
     from fra_keras import distributed
 
     # The strategy first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
@@ -206,15 +272,17 @@ def _train(args, config, output_dir, write_dir, resuming, steps_per_epoch, sourc
         monitor = [RegionMonitor(config, every_steps=args.monitor_every, seed=config.seed,
                                  csv_path=os.path.join(write_dir, "monitor.csv"),
                                  log_dir=None if args.no_tensorboard else os.path.join(write_dir, "tensorboard"))]
-    # The monitor comes before HistoryCSV: it adds its latest values to each epoch's logs.
-    cbs = [guard, *monitor,
+    steps = fra_callbacks.StepCounter()
+    history = fra_callbacks.HistoryCSV(os.path.join(write_dir, "history.csv"), append=resuming)
+    history.initial_epoch = initial_epoch
+    # The monitor comes before HistoryCSV: it adds its latest values to each epoch's logs. The history
+    # row is written before the checkpoint: a crash between the two leaves a row for an epoch that will
+    # be re-run (dropped on resume), never a checkpoint whose epoch has no row.
+    cbs = [guard, steps, *monitor, history,
            fra_callbacks.AtomicCheckpoint(os.path.join(write_dir, "checkpoints"), every_epochs=args.checkpoint_every,
-                                          guard=guard, chief_only=False),
-           fra_callbacks.HistoryCSV(os.path.join(write_dir, "history.csv"), append=resuming)]
-    cbs[-1].initial_epoch = initial_epoch
+                                          keep=args.keep_checkpoints, guard=guard, chief_only=False)]
     if not args.no_tensorboard:
-        cbs.append(keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard"), write_graph=False,
-                                               update_freq="epoch"))
+        cbs.append(fra_callbacks.StepTensorBoard(os.path.join(write_dir, "tensorboard"), log_every=args.log_every))
         if args.heatmap_every and config.region_losses:
             try:
                 from fra_keras.visualize import HeatmapCallback
@@ -226,9 +294,13 @@ def _train(args, config, output_dir, write_dir, resuming, steps_per_epoch, sourc
     start = time.time()
     if initial_epoch < config.epochs:
         model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
-                  callbacks=cbs, verbose=args.verbose)
+                  callbacks=cbs, verbose=progress_verbosity(args.verbose))
     if guard.failure:
         print(f"error: {guard.failure}", file=sys.stderr)
+        return 1
+    expected = max(config.epochs - initial_epoch, 0) * steps_per_epoch
+    if steps.count < expected:
+        print(f"error: {_ran_out_message(config, steps.count, expected)}", file=sys.stderr)
         return 1
     fra_callbacks.save_model_files(model, write_dir)
     summary = {"seconds": round(time.time() - start, 1), "epochs": config.epochs,
@@ -239,7 +311,38 @@ def _train(args, config, output_dir, write_dir, resuming, steps_per_epoch, sourc
     where = (f"{output_dir}/model.keras, {output_dir}/backbone.weights.h5" if write_dir == output_dir
              else "this worker's copies are discarded, the chief writes the run folder")
     print(f"done in {summary['seconds']:.0f}s: {where}")
+    if write_dir == output_dir:
+        print(what_next(output_dir, tensorboard=not args.no_tensorboard))
     return 0
+
+
+def what_next(run_dir: str, tensorboard: bool = True) -> str:
+    """The commands that use a finished run (printed at the end of `pretrain`)."""
+    model = os.path.join(run_dir, "model.keras")
+    lines = ["next:",
+             f"  python -m fra_keras.export --model {model} --name fra --version 1      # TF Serving + ONNX",
+             f"  python -m fra_keras.evaluate expression --model {model}               # linear probe",
+             f"  python -m fra_keras.visualize --model {model} --output heatmaps.png   # region heatmaps"]
+    if tensorboard:
+        lines.append(f"  tensorboard --logdir {os.path.join(run_dir, 'tensorboard')}")
+    return "\n".join(lines)
+
+
+def _ran_out_message(config: FRAConfig, done: int, expected: int) -> str:
+    """Why training stopped early: the input ended (for a folder: how many files cannot be decoded)."""
+    text = f"training ran out of input after {done} of {expected} optimiser steps"
+    if config.data_dir and "://" not in config.data_dir:
+        from fra_keras.data.shard import has_shards
+
+        if not has_shards(config.data_dir):
+            from fra_keras.data.folders import check_images, list_images
+
+            paths = list_images(config.data_dir)
+            good, bad = check_images(paths)
+            text += (f": --data-dir {config.data_dir!r} has {len(bad)} of {len(paths)} image files that cannot "
+                     f"be decoded ({len(good)} usable, batch size {config.batch_size})")
+            return text + "; no model was saved"
+    return text + f" (data: {config.data_dir or 'synthetic faces'}); no model was saved"
 
 
 def _last_history_row(output_dir):

@@ -593,6 +593,18 @@ def _first_line(text: str) -> str:
 
 
 # Client-side reading of the outputs -----------------------------------------------------------
+def serve_command(model_name: str = "fra", export_root: str = "export/models") -> str:
+    """The command that serves an export with TF Serving (REST on 8501, gRPC on 8500)."""
+    return (f'docker run -p 8501:8501 -p 8500:8500 -v "$PWD/{export_root}/savedmodel/{model_name}:'
+            f'/models/{model_name}" -e MODEL_NAME={model_name} tensorflow/serving')
+
+
+def unreachable_message(protocol: str, where: str, reason: str, model_name: str = "fra") -> str:
+    """One line for a client that found no server: what it tried and how to start one."""
+    return (f"no TF Serving {protocol} server answered at {where} ({reason}); start one with: "
+            f"{serve_command(model_name)} (or pass --host HOST:PORT)")
+
+
 def summarize_outputs(outputs: Mapping[str, Any]) -> list:
     """Per image: embedding norm, the share of heatmap pixels each region wins, and for 1-D head outputs
     the top index and score. Peaks are picked here, in the client, not in the graph: an argmax baked into

@@ -101,41 +101,55 @@ def save_png(array: np.ndarray, path: str) -> None:
     os.replace(tmp, path)
 
 
-from fra_keras.cli_utils import quiet_tensorflow  # noqa: E402
+def _heatmap_callback_class():
+    """Define HeatmapCallback on first use: it subclasses a Keras class, and importing Keras (hence
+    TensorFlow) at module import would make every mistake on the command line wait for it."""
+    from fra_keras.cli_utils import quiet_tensorflow
 
-quiet_tensorflow()  # before Keras loads TensorFlow (this module is also a command-line tool)
-import keras  # noqa: E402
+    quiet_tensorflow()  # before Keras loads TensorFlow
+    import keras
+
+    class HeatmapCallback(keras.callbacks.Callback):
+        """Log the heatmap grid of a fixed set of faces to TensorBoard every `every_epochs` epochs.
+
+        The faces are synthetic validation faces (or `images`, uint8 (N, S, S, 3)); the picture is written
+        under the tag "heatmaps" of `log_dir/heatmaps`.
+        """
+
+        def __init__(self, log_dir, config, every_epochs=1, num_images=4, images=None):
+            super().__init__()
+            self.log_dir = os.path.join(log_dir, "heatmaps")
+            self.every_epochs = max(int(every_epochs), 1)
+            self.images = images
+            self.num_images = int(num_images)
+            self.config = config
+            self._writer = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if (epoch + 1) % self.every_epochs:
+                return
+            import tensorflow as tf
+
+            if self.images is None:
+                self.images = sample_faces("synthetic", self.num_images, self.config.image_size, self.config.seed)
+            grid = model_heatmap_grid(self.model, self.images)
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(self.log_dir)
+            with self._writer.as_default():
+                tf.summary.image("heatmaps", grid[None], step=epoch)
+            self._writer.flush()
+
+    HeatmapCallback.__module__ = __name__
+    return HeatmapCallback
 
 
-class HeatmapCallback(keras.callbacks.Callback):
-    """Log the heatmap grid of a fixed set of faces to TensorBoard every `every_epochs` epochs.
-
-    The faces are synthetic validation faces (or `images`, uint8 (N, S, S, 3)); the picture is written
-    under the tag "heatmaps" of `log_dir/heatmaps`.
-    """
-
-    def __init__(self, log_dir, config, every_epochs=1, num_images=4, images=None):
-        super().__init__()
-        self.log_dir = os.path.join(log_dir, "heatmaps")
-        self.every_epochs = max(int(every_epochs), 1)
-        self.images = images
-        self.num_images = int(num_images)
-        self.config = config
-        self._writer = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every_epochs:
-            return
-        import tensorflow as tf
-
-        if self.images is None:
-            self.images = sample_faces("synthetic", self.num_images, self.config.image_size, self.config.seed)
-        grid = model_heatmap_grid(self.model, self.images)
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        with self._writer.as_default():
-            tf.summary.image("heatmaps", grid[None], step=epoch)
-        self._writer.flush()
+def __getattr__(name):
+    """`HeatmapCallback` is created lazily (see `_heatmap_callback_class`)."""
+    if name == "HeatmapCallback":
+        value = _heatmap_callback_class()
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv=None) -> int:
@@ -157,9 +171,16 @@ def main(argv=None) -> int:
         cli_utils.fail(f"--images {args.images!r} must be 'synthetic' or an existing folder")
     if args.num < 1:
         cli_utils.fail(f"--num {args.num} must be >= 1")
+    cli_utils.quiet_tensorflow()   # only now: the checks above need no TensorFlow
+    import keras
+
     import fra_keras.models.fra  # noqa: F401  (registers the custom objects)
 
-    model = keras.saving.load_model(args.model)
+    try:
+        model = keras.saving.load_model(args.model)
+    except Exception as e:  # a truncated or foreign file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        cli_utils.fail(f"--model {args.model!r} could not be loaded: {first}")
     if not getattr(model, "config", None) or not model.config.region_losses:
         cli_utils.fail(f"--model {args.model!r} has no region branch (trained with region_losses=False)")
     try:

@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from fra_keras import serving
+# TensorFlow (imported by tensorflow-serving-api) and gRPC log from C++ at import: keep them quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from fra_keras import cli_utils, serving  # noqa: E402
 
 SIGNATURES = tuple(serving.SIGNATURE_INPUTS)
 
@@ -76,6 +81,12 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--dry-run", action="store_true", help="print the request summary, do not send it")
     args = parser.parse_args(argv)
+    missing = [p for p in args.images if not os.path.isfile(p)]
+    if missing:   # before TensorFlow loads
+        print(f"error: image {missing[0]!r} does not exist (write samples with: python -m fra_keras.data.samples "
+              "--output samples/)", file=sys.stderr)
+        return 2
+    cli_utils.quiet_tensorflow()
     try:
         request = build_request(args.images, args.model_name, args.signature, args.version)
     except (serving.ServingError, OSError) as e:
@@ -88,11 +99,21 @@ def main(argv=None) -> int:
         response = send(request, args.host, args.timeout)
     except Exception as e:  # grpc.RpcError and connection problems
         details = e.details() if hasattr(e, "details") else str(e)
-        print(f"error: gRPC call to {args.host} failed: {details}", file=sys.stderr)
+        code = e.code() if hasattr(e, "code") else None
+        if getattr(code, "name", "") in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+            print(f"error: {serving.unreachable_message('gRPC', args.host, _first_line(details), args.model_name)}",
+                  file=sys.stderr)
+        else:
+            print(f"error: gRPC call to {args.host} failed: {_first_line(details)}", file=sys.stderr)
         return 1
     for path, row in zip(args.images, serving.summarize_outputs(outputs_from_response(response))):
         print(json.dumps({"image": path, **row}))
     return 0
+
+
+def _first_line(text) -> str:
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else "no details"
 
 
 if __name__ == "__main__":

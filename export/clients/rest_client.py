@@ -88,6 +88,12 @@ def _shorten(value, limit=6):
     return value
 
 
+def _reason(error) -> str:
+    """'Connection refused' rather than '<urlopen error [Errno 111] Connection refused>'."""
+    reason = getattr(error, "reason", error)
+    return getattr(reason, "strerror", None) or str(reason)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", help="JPEG / PNG files")
@@ -111,6 +117,12 @@ def main(argv=None) -> int:
         return 0
     try:
         response = send(url, body, args.timeout)
+    except urllib.error.URLError as e:   # no server there (HTTP errors became RuntimeError in send)
+        print(f"error: {serving.unreachable_message('REST', url, _reason(e), args.model_name)}", file=sys.stderr)
+        return 1
+    except (ConnectionError, TimeoutError) as e:
+        print(f"error: {serving.unreachable_message('REST', url, _reason(e), args.model_name)}", file=sys.stderr)
+        return 1
     except (RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -9,6 +9,9 @@
 * `check_images(paths) -> (good, bad)`: decodes every file once (parallel) and splits the list.
 
 Labels are unused by pre-training (METHOD.md section 4), so none are read here.
+
+TensorFlow is imported inside the functions that need it, so that `list_images` on a local folder
+(and the command line's argument checks) work without waiting for it.
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ import sys
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
-import tensorflow as tf
-
+AUTOTUNE = -1   # tf.data.AUTOTUNE, without importing TensorFlow
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _EXPECTED = ("a folder of .jpg/.jpeg/.png images (any nesting, e.g. VGGFace2 "
              "train/<identity>/*.jpg)")
@@ -30,12 +32,19 @@ def _is_url(path: str) -> bool:
     return "://" in path
 
 
+def _gfile():
+    """tf.io.gfile, for URLs such as gs://... (imported only when one is given)."""
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
 def _check_folder(data_dir) -> str:
     if data_dir is None or not isinstance(data_dir, (str, os.PathLike)):
         raise ValueError(f"data_dir={data_dir!r} is not a path; expected {_EXPECTED}")
     data_dir = os.fspath(data_dir)
-    exists = tf.io.gfile.exists if _is_url(data_dir) else os.path.exists
-    isdir = tf.io.gfile.isdir if _is_url(data_dir) else os.path.isdir
+    exists = _gfile().exists if _is_url(data_dir) else os.path.exists
+    isdir = _gfile().isdir if _is_url(data_dir) else os.path.isdir
     if not exists(data_dir):
         raise ValueError(f"data_dir={data_dir!r} does not exist; expected {_EXPECTED}")
     if not isdir(data_dir):
@@ -51,7 +60,7 @@ def list_images(data_dir) -> List[str]:
     data_dir = _check_folder(data_dir)
     paths = []
     if _is_url(data_dir):
-        for root, _, files in tf.io.gfile.walk(data_dir):
+        for root, _, files in _gfile().walk(data_dir):
             paths.extend(os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
     else:
         for root, _, files in os.walk(data_dir, followlinks=True):
@@ -61,8 +70,10 @@ def list_images(data_dir) -> List[str]:
     return sorted(paths)
 
 
-def decode_image(contents, image_size: Optional[int] = None) -> tf.Tensor:
+def decode_image(contents, image_size: Optional[int] = None) -> "tf.Tensor":
     """Encoded JPEG/PNG bytes -> uint8 (H, W, 3); resized to (image_size, image_size) if given."""
+    import tensorflow as tf
+
     image = tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8)
     image.set_shape([None, None, 3])
     if image_size:
@@ -72,15 +83,18 @@ def decode_image(contents, image_size: Optional[int] = None) -> tf.Tensor:
     return image
 
 
-def read_image(path, image_size: Optional[int] = None) -> tf.Tensor:
+def read_image(path, image_size: Optional[int] = None) -> "tf.Tensor":
+    """The file at `path` (a string tensor inside tf.data) decoded as `decode_image` does."""
+    import tensorflow as tf
+
     return decode_image(tf.io.read_file(path), image_size)
 
 
 def image_folder_dataset(data_dir, image_size: Optional[int] = None, shuffle: bool = True, seed: int = 0,
                          skip_unreadable: bool = True, *, paths: Optional[Sequence[str]] = None,
                          check: bool = False, num_shards: int = 1, shard_index: int = 0,
-                         num_parallel_calls=tf.data.AUTOTUNE,
-                         deterministic: Optional[bool] = None) -> tf.data.Dataset:
+                         num_parallel_calls=AUTOTUNE,
+                         deterministic: Optional[bool] = None) -> "tf.data.Dataset":
     """uint8 (H, W, 3) images of a folder (one pass; `.repeat()` it for more).
 
     Args:
@@ -95,6 +109,8 @@ def image_folder_dataset(data_dir, image_size: Optional[int] = None, shuffle: bo
       num_shards, shard_index: keep every `num_shards`-th file starting at `shard_index` (one input
         pipeline of several, e.g. from `tf.distribute.InputContext`).
     """
+    import tensorflow as tf
+
     if paths is None:
         paths = list_images(data_dir)
     paths = list(paths)
@@ -122,8 +138,10 @@ def image_folder_dataset(data_dir, image_size: Optional[int] = None, shuffle: bo
     return ds
 
 
-def check_images(paths: Sequence[str], num_parallel_calls=tf.data.AUTOTUNE) -> Tuple[List[str], List[str]]:
+def check_images(paths: Sequence[str], num_parallel_calls=AUTOTUNE) -> Tuple[List[str], List[str]]:
     """Decode every file once (in parallel): returns (good, bad) lists, order preserved."""
+    import tensorflow as tf
+
     paths = list(paths)
     if not paths:
         return [], []
@@ -141,6 +159,26 @@ def check_images(paths: Sequence[str], num_parallel_calls=tf.data.AUTOTUNE) -> T
     return good, bad
 
 
+def check_decodable(data_dir, paths: Sequence[str], sample: int = 256, num_parallel_calls=AUTOTUNE):
+    """Raise ValueError naming `data_dir` when none of up to `sample` files (evenly spread over the
+    sorted `paths`; all of them when there are fewer) decodes: training would have no input at all.
+
+    Cheap (at most `sample` decodes); a folder where only some files are bad passes, and those files
+    are skipped by the pipeline."""
+    paths = list(paths)
+    if not paths:
+        raise ValueError(f"data_dir={data_dir!r} contains no .jpg/.jpeg/.png files; expected {_EXPECTED}")
+    stride = max(len(paths) // max(int(sample), 1), 1)
+    chosen = paths[::stride][:sample]
+    good, bad = check_images(chosen, num_parallel_calls=num_parallel_calls)
+    if good:
+        return
+    what = (f"all {len(bad)} image files failed to decode" if len(chosen) == len(paths)
+            else f"all {len(bad)} image files checked (a sample of the {len(paths)}) failed to decode")
+    raise ValueError(f"data_dir={data_dir!r}: {what} (first: {bad[0]!r}); nothing to train on. List them "
+                     f"with: python -m fra_keras.data.folders {data_dir} --list-bad")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fra_keras.data.folders",
@@ -154,6 +192,9 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from fra_keras.cli_utils import quiet_tensorflow
+
+    quiet_tensorflow()   # only now: the checks above need no TensorFlow
     good, bad = check_images(paths)
     print(f"{args.data_dir}: {len(paths)} image files, {len(good)} decodable, {len(bad)} skipped")
     for p in bad if args.list_bad else bad[:5]:
