@@ -33,6 +33,7 @@ _LAZY = {
     "load_backbone": ("fra_keras.models.backbone", "load_backbone"),
     "losses": ("fra_keras.losses", None),
     "data": ("fra_keras.data", None),
+    "monitor": ("fra_keras.monitor", None),
 }
 
 __all__ = sorted(_LAZY)
