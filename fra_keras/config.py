@@ -10,7 +10,8 @@ Two presets:
   batch 512, LARS lr 0.9, wd 1e-6, 50 epochs with 10 warm-up, K=8 regions, EMA 0.996 -> 1.
   Command: ``python -m fra_keras.pretrain --preset paper --data-dir /data/vggface2/train``
   (about 307k steps; 8 GPUs in the reference).
-* ``tiny`` -- a narrow ResNet-18 at 96 px with output stride 16 (a 6x6 heatmap grid) and small heads.
+* ``tiny`` -- a narrow ResNet-18 at 96 px with output stride 16 (a 6x6 heatmap grid) and small heads,
+  with the opt-in region recipe (``decoder_query_content``, ``sinkhorn_epsilon=0.05``).
   Command: ``python -m fra_keras.pretrain`` (the embedded default on synthetic faces; a few minutes on
   2 CPU cores).
 """
@@ -288,12 +289,14 @@ PRESETS = {
     "paper": dict(preset="paper"),
     # Runs on a laptop CPU: narrow ResNet-18 (width 32 = half torchvision's), output stride 16 at 96 px
     # gives a 6x6 heatmap grid (stride 32 would give 3x3). Heads are narrowed in proportion; the
-    # learning rate is lower than the paper's because the batch is 16x smaller.
+    # learning rate is lower than the paper's because the batch is 16x smaller. It uses the opt-in
+    # region recipe (content queries + SwAV-style Sinkhorn, docs/method.md "Region recipes"), without
+    # which the region branch stays asleep at this scale.
     "tiny": dict(
         preset="tiny", backbone="resnet18", backbone_width=32, output_stride=16, image_size=96,
         synthetic_size=112, synthetic_samples=1024, proj_dim=128, hidden_dim=512, decoder_dim=128, decoder_ffn_dim=128,
         batch_size=32, epochs=6, warmup_epochs=1, steps_per_epoch=25, learning_rate=0.3,
-        weight_decay=1e-6, ema_momentum=0.99,
+        weight_decay=1e-6, ema_momentum=0.99, decoder_query_content=True, sinkhorn_epsilon=0.05,
     ),
 }
 

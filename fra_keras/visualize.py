@@ -81,11 +81,12 @@ def model_heatmap_grid(model, images_uint8: np.ndarray) -> np.ndarray:
 
 
 def sample_faces(source: str, num: int, size: int, seed: int = 0) -> np.ndarray:
-    """`num` uint8 faces at `size` px from "synthetic" (validation split) or an image folder."""
+    """`num` uint8 faces at `size` px from "synthetic" (validation split, framed like the synthetic
+    pre-training faces: the "crop" profile) or an image folder."""
     if source == "synthetic":
         from fra_keras.data.synthetic import render_batch
 
-        return render_batch(range(num), seed=seed, image_size=size, split="validation")["image"]
+        return render_batch(range(num), seed=seed, image_size=size, split="validation", profile="crop")["image"]
     from fra_keras.data.folders import list_images, read_image
 
     paths = list_images(source)[:num]

@@ -23,7 +23,8 @@ TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder
             decoder_heads=2, batch_size=4, steps_per_epoch=5, epochs=2, warmup_epochs=1)
 # Deterministic training forward (no dropout); a large enough step and a low EMA momentum so that the
 # EMA check below is not satisfied trivially by "nothing moved".
-STEP = dict(decoder_dropout=0.0, learning_rate=1.0, lars_eta=0.1, ema_momentum=0.5)
+STEP = dict(decoder_dropout=0.0, learning_rate=1.0, lars_eta=0.1, ema_momentum=0.5,
+            decoder_query_content=False, sinkhorn_epsilon=0.0)   # the reference recipe (METHOD.md 3)
 B, K = 4, 8
 LAM, W_CLU, W_DEC = 0.5, 0.1, 0.02
 T_S, T_T = 0.1, 0.04

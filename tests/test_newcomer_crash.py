@@ -1,9 +1,9 @@
 """Crash safety of `python -m fra_keras.pretrain` (issue 13, item 13): a real process is SIGKILLed in
 the middle of an epoch after a checkpoint exists, then resumed with --resume.
 
-Marked slow: three real pre-training processes (reference, killed, resumed), each importing
-TensorFlow and tracing the train step, took 89-260 s on the project's shared 2-core machine
-(load average 5 during the 89 s run).
+Two real pre-training processes (killed, resumed). An uninterrupted run ends with
+epochs x steps_per_epoch optimizer steps and a checkpoint whose state says so (tests/test_pretrain_cli.py
+and the assertions below): the resumed run must end with exactly that count.
 """
 
 import csv
@@ -14,14 +14,13 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EPOCHS, STEPS = 3, 5
+EPOCHS, STEPS = 3, 12
 FLAGS = ["--image-size", "64", "--backbone-width", "8", "--hidden-dim", "32", "--proj-dim", "16",
          "--decoder-dim", "16", "--decoder-ffn-dim", "16", "--decoder-heads", "2", "--batch-size", "4",
          "--synthetic-samples", "8", "--synthetic-size", "64", "--warmup-epochs", "1", "--heatmap-every", "0",
-         "--no-tensorboard", "--epochs", str(EPOCHS), "--steps-per-epoch", str(STEPS)]
+         "--no-tensorboard", "--monitor-every", "0", "--epochs", str(EPOCHS), "--steps-per-epoch", str(STEPS)]
 
 
 def _start(run_dir, log, *extra):
@@ -59,25 +58,15 @@ def _history_epochs(run_dir):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
-@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
-    # 1. Uninterrupted: the reference step count, and how long one epoch takes here.
-    full = tmp_path / "full"
-    with open(tmp_path / "full.log", "w") as log:
-        proc = _start(full, log, *FLAGS, "--verbose", "2")
-        t1 = _wait_for_checkpoint(proc, full, 1)
-        t2 = _wait_for_checkpoint(proc, full, 2)
-        assert proc.wait(timeout=600) == 0, (tmp_path / "full.log").read_text()[-3000:]
-    epoch_seconds = t2 - t1
-    reference = _state(full, EPOCHS)
-    assert reference["step"] == EPOCHS * STEPS
-
-    # 2. Killed half-way through the second epoch (the first epoch's checkpoint is complete).
+    # 1. Killed inside the second epoch: after the first epoch's checkpoint is complete, the time of
+    #    one more checkpoint's worth of steps is unknown, so kill soon after the first one (a step of
+    #    this model takes ~0.1-0.3 s: 12 steps per epoch leave the kill inside epoch 2 or 3).
     run = tmp_path / "crashed"
     with open(tmp_path / "crashed.log", "w") as log:
         proc = _start(run, log, *FLAGS, "--verbose", "2")
         _wait_for_checkpoint(proc, run, 1)
-        time.sleep(epoch_seconds / 2)
+        time.sleep(0.5)
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=60) == -signal.SIGKILL
     done = _latest(run)
@@ -95,6 +84,6 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert sum(1 for line in out.splitlines() if line.startswith("Epoch ")) == EPOCHS - done
     assert _history_epochs(run) == list(range(EPOCHS))            # every epoch once, none repeated
     final = _state(run, EPOCHS)
-    assert final["step"] == reference["step"] == EPOCHS * STEPS   # same optimiser steps as uninterrupted
+    assert final["step"] == EPOCHS * STEPS                        # same optimiser steps as uninterrupted
     assert os.path.isfile(run / "model.keras") and os.path.isfile(run / "backbone.weights.h5")
     assert not [n for n in os.listdir(run / "checkpoints") if n.startswith(".tmp-")]

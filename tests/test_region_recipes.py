@@ -55,11 +55,18 @@ def test_swav_sinkhorn_clustering_loss_matches_numpy():
     assert sharp.max(-1).mean() > plain.max(-1).mean() + 0.01
 
 
-def test_recipe_fields_default_to_the_reference_and_validate():
-    for preset in ("paper", "tiny"):
-        c = FRAConfig.from_preset(preset)
-        assert (c.decoder_query_content, c.sinkhorn_epsilon, c.cluster_warmup_epochs) == (False, 0.0, 0)
-        assert c.heatmap_scale == 1.0
+def test_paper_preset_is_the_reference_and_tiny_uses_the_recipe():
+    paper = FRAConfig.from_preset("paper")
+    assert (paper.decoder_query_content, paper.sinkhorn_epsilon, paper.cluster_warmup_epochs) == (False, 0.0, 0)
+    assert paper.heatmap_scale == 1.0 and FRAConfig() == paper
+    tiny = FRAConfig.from_preset("tiny")
+    assert (tiny.decoder_query_content, tiny.sinkhorn_epsilon, tiny.cluster_warmup_epochs) == (True, 0.05, 0)
+    assert tiny.synthetic_profile == paper.synthetic_profile == "crop"
+    back = FRAConfig.from_preset("tiny", decoder_query_content=False, sinkhorn_epsilon=0.0)
+    assert back == tiny.replace(decoder_query_content=False, sinkhorn_epsilon=0.0)
+
+
+def test_recipe_fields_validate():
     with pytest.raises(ConfigError, match="sinkhorn_epsilon=-0.1"):
         FRAConfig(sinkhorn_epsilon=-0.1)
     with pytest.raises(ConfigError, match="cluster_warmup_epochs=-1"):
@@ -115,3 +122,34 @@ def test_evaluation_baselines_match_numpy():
     assert [metric_direction(k) for k in ("synthetic_nme", "rafdb_top1_accuracy", "synthetic_knn_top1_accuracy",
                                           "celeba_attribute_accuracy", "synthetic_failure_rate_10")] == \
         ["lower", "higher", "higher", "higher", "lower"]
+
+
+def test_model_clustering_term_uses_the_recipe():
+    """The model's clustering loss is the NumPy recomputation with Sinkhorn on exp(P / eps), and the
+    content queries are trainable online variables mirrored by the target (EMA)."""
+    import tensorflow as tf
+
+    from fra_keras.models.fra import FRA
+
+    config = FRAConfig.from_preset("tiny", image_size=64, backbone_width=8, proj_dim=16, hidden_dim=32,
+                                   decoder_dim=16, decoder_ffn_dim=16, decoder_heads=2, decoder_dropout=0.0,
+                                   decoder_query_content=True, sinkhorn_epsilon=0.05)
+    model = FRA(config)
+    names = [v.path for v in model.online_variables]
+    assert "neck/mask_decoder/query_content" in names
+    assert "target_neck/mask_decoder/query_content" in [v.path for v in model.target_variables]
+    rng = np.random.default_rng(3)
+    views = [tf.constant(rng.normal(size=(2, 64, 64, 3)), tf.float32) for _ in range(2)]
+    online = [model._run_network(model.backbone, model.neck, v, True) for v in views]
+    target = [model._run_network(model.target_backbone, model.target_neck, v, True) for v in views]
+    _, parts = model._compute_losses(online, target)
+    k = config.num_regions
+    expected = []
+    for o, t in zip(online, target):
+        s = np.asarray(o["logits"], np.float64).reshape(-1, k)
+        p = np_softmax(np.asarray(t["logits"], np.float64).reshape(-1, k) / 0.04)
+        q = np_sinkhorn(np.exp(p / 0.05))
+        probs = np_softmax(s / 0.1)
+        expected.append(np.mean(np.sum(-q * np.log(probs), -1)) + np.sum(probs.mean(0) * np.log(probs.mean(0)))
+                        + math.log(k))
+    assert float(parts["loss_cluster"]) == pytest.approx(0.5 * sum(expected), rel=1e-4)
