@@ -6,8 +6,9 @@ The resolved config is written as ``config.json`` next to every run, checkpoint 
 
 Two presets:
 
-* ``paper`` -- the official FRA pre-training recipe (METHOD.md sections 2-4): ResNet-50, 224 px, global
-  batch 512, LARS lr 0.9, wd 1e-6, 50 epochs with 10 warm-up, K=8 regions, EMA 0.996 -> 1.
+* ``paper`` -- the official FRA pre-training recipe (docs/method.md, "Formulas (the reference recipe)"):
+  ResNet-50, 224 px, global batch 512, LARS lr 0.9, wd 1e-6, 50 epochs with 10 warm-up, K=8 regions,
+  EMA 0.996 -> 1.
   Command: ``python -m fra_keras.pretrain --preset paper --data-dir /data/vggface2/train``
   (about 307k steps; 8 GPUs in the reference).
 * ``tiny`` -- a narrow ResNet-18 at 96 px with output stride 16 (a 6x6 heatmap grid) and small heads,
@@ -24,7 +25,7 @@ import math
 import os
 from typing import Any, Optional, Tuple
 
-# VGGFace2 channel statistics used by the official code (`--data_norm vggface2`, METHOD.md section 4).
+# VGGFace2 channel statistics used by the official code (`--data_norm vggface2`; docs/method.md, "Augmentations").
 VGGFACE2_MEAN = (0.5231, 0.4044, 0.3489)
 VGGFACE2_STD = (0.2536, 0.2194, 0.2070)
 
@@ -43,16 +44,16 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class FRAConfig:
-    """Every hyper-parameter of FRA pre-training (defaults = the `paper` preset, METHOD.md).
+    """Every hyper-parameter of FRA pre-training (defaults = the `paper` preset, docs/method.md).
 
     Field groups: backbone, heads, mask decoder, losses, EMA, optimisation, data / augmentation,
-    runtime. Names used from outside (DESIGN.md section 5): `backbone`, `image_size`, `batch_size`
-    (global), `num_regions`, `decoder_dropout`, `precision`, `region_losses`.
+    runtime. Names used from outside (docs/design.md, "Python API and configuration names"): `backbone`,
+    `image_size`, `batch_size` (global), `num_regions`, `decoder_dropout`, `precision`, `region_losses`.
     """
 
     preset: str = "paper"
 
-    # --- backbone (METHOD.md 2.2) -------------------------------------------------------------
+    # --- backbone (docs/method.md, "Backbone") ----------------------------------------------------
     backbone: str = "resnet50"
     backbone_width: int = 64            # channels of the stem / first stage (torchvision: 64)
     output_stride: int = 32             # 32 (paper), 16 or 8 via dilation (torchvision's
@@ -61,11 +62,11 @@ class FRAConfig:
     bn_momentum: float = 0.9            # PyTorch momentum 0.1 == Keras momentum 0.9
     bn_epsilon: float = 1e-5
 
-    # --- projectors / predictors (METHOD.md 2.3, 2.4) -----------------------------------------
+    # --- projectors / predictors (docs/method.md, "Neck and heatmaps") ----------------------------
     proj_dim: int = 256
     hidden_dim: int = 4096
 
-    # --- mask decoder (METHOD.md 2.3 step 3) ---------------------------------------------------
+    # --- mask decoder (docs/method.md, "Neck and heatmaps") ---------------------------------------
     num_regions: int = 8                # K, `--num_proto 8`
     decoder_dim: int = 256
     decoder_heads: int = 8
@@ -77,7 +78,7 @@ class FRAConfig:
     decoder_query_content: bool = False  # opt-in: learnable content queries as the decoder's initial
                                         # target (the reference: zeros); docs/method.md "Region recipes"
 
-    # --- losses (METHOD.md 3) ------------------------------------------------------------------
+    # --- losses (docs/method.md, "Losses", "Clustering loss and Sinkhorn") ------------------------
     region_losses: bool = True          # False = plain BYOL (global loss only)
     global_loss_weight: float = 0.5     # lambda, `--lewel-loss-weight`
     decorrelation_weight: float = 0.02  # hard-coded `loss_w_obj` in the official code
@@ -91,10 +92,10 @@ class FRAConfig:
     cluster_warmup_epochs: int = 0      # opt-in: ramp the clustering weight linearly from 0 over these
                                         # epochs (0 = the reference: constant weight)
 
-    # --- EMA target (METHOD.md 3.7) ------------------------------------------------------------
+    # --- EMA target (docs/method.md, "EMA target") ------------------------------------------------
     ema_momentum: float = 0.996         # `--enc-m`, cosine schedule to 1.0
 
-    # --- optimisation (METHOD.md 4) ------------------------------------------------------------
+    # --- optimisation (docs/method.md, "Optimiser and schedules") ---------------------------------
     optimizer: str = "lars"
     learning_rate: float = 0.9          # no batch-size scaling (commented out in the reference)
     momentum: float = 0.9
@@ -107,7 +108,7 @@ class FRAConfig:
                                             # infinite sources such as synthetic faces)
     batch_size: int = 512               # global batch, split across replicas
 
-    # --- data and augmentation (METHOD.md 4) ---------------------------------------------------
+    # --- data and augmentation (docs/method.md, "Augmentations") ----------------------------------
     image_size: int = 224
     mean: Tuple[float, float, float] = VGGFACE2_MEAN
     std: Tuple[float, float, float] = VGGFACE2_STD
@@ -285,7 +286,7 @@ class FRAConfig:
 
 # Presets --------------------------------------------------------------------------------------
 PRESETS = {
-    # METHOD.md section 4: the README command of the official repository.
+    # The README command of the official repository (docs/method.md, "Formulas (the reference recipe)").
     "paper": dict(preset="paper"),
     # Runs on a laptop CPU: narrow ResNet-18 (width 32 = half torchvision's), output stride 16 at 96 px
     # gives a 6x6 heatmap grid (stride 32 would give 3x3). Heads are narrowed in proportion; the

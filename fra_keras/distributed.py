@@ -2,16 +2,18 @@
 
 Cross-replica mathematics
 -------------------------
-FRA has several quantities that the reference computes over the *global* batch (METHOD.md 2.3, 3.4):
-the mean of the mask embeddings, the Sinkhorn row / column sums, the mean-entropy average and the
-prototype EMA. Under a `tf.distribute` strategy each replica sees only its share of the batch, so those
-sums are all-reduced here (`cross_replica_sum` / `cross_replica_mean`). Outside a strategy (or with one
-replica) the helpers are the identity, so the loss functions stay pure and testable with NumPy.
+FRA has several quantities that the reference computes over the *global* batch (docs/method.md, "Neck
+and heatmaps", "Clustering loss and Sinkhorn"): the mean of the mask embeddings, the Sinkhorn row /
+column sums, the mean-entropy average and the prototype EMA. Under a `tf.distribute` strategy each
+replica sees only its share of the batch, so those sums are all-reduced here (`cross_replica_sum` /
+`cross_replica_mean`). Outside a strategy (or with one replica) the helpers are the identity, so the
+loss functions stay pure and testable with NumPy.
 
 `ReplicaContext.all_reduce` is differentiable (its gradient is the all-reduce of the upstream
 gradients), so a loss that uses a global mean gets the exact gradient of the global-batch loss. This is
-what makes one replica on batch 2B equal two replicas on B each (METHOD.md 3.6 notes the PyTorch code
-only back-propagates through the local share; a single-device global-batch port is the reference here).
+what makes one replica on batch 2B equal two replicas on B each (docs/method.md, "Deliberate deviations
+and extensions", item 1: the PyTorch code only back-propagates through the local share; a single-device
+global-batch port is the reference here).
 The other pieces of that equivalence live elsewhere: BatchNorm with `synchronized=True` (config
 `sync_batchnorm`), the loss divided by the number of replicas before the gradient (gradients are summed
 across replicas; `FRA.train_step`), and metrics computed from all-reduced values.

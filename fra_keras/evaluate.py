@@ -1,6 +1,6 @@
 """`python -m fra_keras.evaluate TASK --model PATH --data SPEC`: downstream evaluation of a backbone.
 
-Tasks (METHOD.md section 5; DATA.md):
+Tasks (docs/method.md, "Downstream protocols"; docs/datasets.md):
   expression   softmax classifier; top-1 and mean per-class accuracy
   attributes   40 sigmoid outputs, unknown labels (-1) masked; mean binary accuracy (0.5 threshold)
   landmarks    soft-argmax heatmap regression; NME (outer-eye-corner normalised) and failure rate @10%
@@ -55,9 +55,9 @@ data (--data):
 protocols:
   linear     frozen backbone in inference mode; features are computed once and the head trains on
              them (AdamW 1e-3, wd 1e-4, warm-up + cosine); no augmentation
-  finetune   the whole network trains (METHOD.md 5.1: AdamW 2e-4, wd 0.05 on all weights, 5% linear
-             warm-up, half-cycle cosine to 1e-6 per iteration); horizontal flips for expression /
-             attributes
+  finetune   the whole network trains (docs/method.md, "Downstream protocols": AdamW 2e-4, wd 0.05 on
+             all weights, 5% linear warm-up, half-cycle cosine to 1e-6 per iteration); horizontal
+             flips for expression / attributes
 
 Synthetic-face metrics carry "synthetic" in their key: they are not benchmark numbers.
 """

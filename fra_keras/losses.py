@@ -1,4 +1,4 @@
-"""FRA losses and heatmap math as small pure functions (METHOD.md section 3; DESIGN.md section 5).
+"""FRA losses and heatmap math as small pure functions (docs/method.md, "Losses"; docs/design.md, "Contracts").
 
 Every function takes NumPy arrays or tensors, works channel-last, computes in float32 (also under mixed
 precision: softmax, log-softmax, Sinkhorn and normalisation stay in float32, as autocast does in the
@@ -32,7 +32,7 @@ def _normalize(x):
 
 
 def cosine_regression_loss(pred, target):
-    """BYOL regression loss, 2 - 2 * mean cosine similarity over rows (METHOD.md 3.1).
+    """BYOL regression loss, 2 - 2 * mean cosine similarity over rows (docs/method.md, "Losses").
 
     Args:
       pred: (..., D) online predictions.
@@ -45,7 +45,7 @@ def cosine_regression_loss(pred, target):
 
 
 def region_loss(pred, target, decorrelation_weight=0.02):
-    """Region BYOL loss plus the inter-region decorrelation term (METHOD.md 3.2).
+    """Region BYOL loss plus the inter-region decorrelation term (docs/method.md, "Losses").
 
     L = 2 - 2/(B K) sum_{i,k} <p_ik, t_ik> + w * mean_{i,k,j} C_i[k, j]^2 with C_i = p_i t_i^T and the
     diagonal of C_i zeroed (the mean runs over all K x K entries, i.e. 1/K * sum over j != k).
@@ -67,7 +67,7 @@ def region_loss(pred, target, decorrelation_weight=0.02):
 
 
 def sinkhorn(scores, iterations=3):
-    """Balanced soft assignments by Sinkhorn-Knopp on probabilities (METHOD.md 3.4).
+    """Balanced soft assignments by Sinkhorn-Knopp on probabilities (docs/method.md, "Clustering loss and Sinkhorn").
 
     Follows `distributed_sinkhorn` of the reference, where the exp(Q / eps) line is commented out, so the
     input is used as it is (teacher softmax probabilities): Q = P^T / sum(P); repeat: rows (prototypes)
@@ -114,8 +114,8 @@ def clustering_loss(student_logits, teacher_logits, student_temperature=0.1, tea
 
     L = mean_n sum_k -Q_nk log softmax(s_n / T_s)_k + me_max_weight * (sum_k pbar_k log pbar_k + log K),
     Q = sinkhorn(softmax(t_n / T_t)), pbar = mean_n softmax(s_n / T_s) over the global batch
-    (METHOD.md 3.4; no centering: the reference's centre stays zero). `sinkhorn_epsilon` > 0 runs
-    Sinkhorn on exp(P / eps) instead of P (see `sinkhorn_input`).
+    (docs/method.md, "Clustering loss and Sinkhorn"; no centering: the reference's centre stays zero).
+    `sinkhorn_epsilon` > 0 runs Sinkhorn on exp(P / eps) instead of P (see `sinkhorn_input`).
 
     Args:
       student_logits: (N, K) online per-pixel cosines to the K mask embeddings.
@@ -135,7 +135,7 @@ def clustering_loss(student_logits, teacher_logits, student_temperature=0.1, tea
 
 
 def region_logits(pixel_embeddings, mask_embeddings):
-    """Cosine similarity of every pixel embedding with every mask embedding (METHOD.md 2.3 step 4).
+    """Cosine similarity of every pixel embedding with every mask embedding (docs/method.md, "Neck and heatmaps").
 
     Args:
       pixel_embeddings: (B, h, w, D) per-pixel projections.
@@ -151,7 +151,7 @@ def region_logits(pixel_embeddings, mask_embeddings):
 
 
 def region_attention(logits, scale=1.0):
-    """Heatmaps: softmax over the K regions of logits / scale, plus 1e-7 (METHOD.md 2.3 step 4).
+    """Heatmaps: softmax over the K regions of logits / scale, plus 1e-7 (docs/method.md, "Neck and heatmaps").
 
     `scale` is `--lewel-scale` (1.0 in the paper recipe, so the heatmaps are soft).
     Args: logits (B, h, w, K). Returns: (B, h, w, K) float32; each pixel sums to 1 + K * 1e-7.
@@ -160,7 +160,7 @@ def region_attention(logits, scale=1.0):
 
 
 def region_features(features, attention):
-    """Weighted average pooling of the feature map with each heatmap (METHOD.md 2.3 step 5).
+    """Weighted average pooling of the feature map with each heatmap (docs/method.md, "Neck and heatmaps").
 
     Each heatmap is normalised to sum 1 over space, then r[b, k] = sum_hw A[b, hw, k] F[b, hw].
     Args:

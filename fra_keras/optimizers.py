@@ -1,4 +1,6 @@
-"""LARS, the warm-up + cosine learning-rate schedule and the EMA momentum schedule (METHOD.md 3.7, 4).
+"""LARS, the warm-up + cosine learning-rate schedule and the EMA momentum schedule.
+
+Formulas: docs/method.md, "Optimiser and schedules" and "EMA target".
 
 LARS (the reference's `utils/LARS.py`), per variable w with gradient g:
   adapted:  trust = eta * ||w|| / (||g|| + wd * ||w|| + eps);  u = lr * trust * (g + wd * w)
@@ -162,7 +164,8 @@ class LARS(keras.optimizers.Optimizer):
 
 @keras.saving.register_keras_serializable(package="fra_keras")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """The reference's schedule (METHOD.md 4): linear warm-up per step, then cosine per epoch.
+    """The reference's schedule (docs/method.md, "Optimiser and schedules"): per-step linear warm-up,
+    then a cosine per epoch.
 
     step t < W*S: lr = base * (t + 1) / (W * S)
     otherwise:    lr = base * 0.5 * (1 + cos(pi * (e - W) / (E - W))), e = floor(t / S), constant in an
@@ -192,7 +195,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def ema_momentum(step, total_steps, base=0.996):
-    """Cosine EMA momentum m_t = 1 - (1 - base) * (cos(pi t / T) + 1) / 2 (METHOD.md 3.7): base -> 1."""
+    """Cosine EMA momentum m_t = 1 - (1 - base) * (cos(pi t / T) + 1) / 2 (docs/method.md, "EMA target"): base -> 1."""
     t = tf.cast(step, tf.float32)
     return 1.0 - (1.0 - base) * (tf.cos(math.pi * t / float(max(total_steps, 1))) + 1.0) / 2.0
 

@@ -1,7 +1,7 @@
 """Request handling for exported FRA models: validate, then call (TF Serving contract, onnxruntime).
 
 Restored SavedModel signatures do not check input shapes, and a wrong-rank tensor can abort the whole
-process (STACK.md, "Export and serving"). Everything that feeds an exported model -- the tests, the
+process (docs/stack.md, "Export and serving"). Everything that feeds an exported model -- the tests, the
 clients in `export/clients/`, `fra_keras.export`'s verification -- goes through this module, which
 checks each request against the signature's TensorSpec *before* calling and turns every problem into
 a `ServingError` with a one-line message (HTTP 400 semantics), never a crash.

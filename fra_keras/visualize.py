@@ -2,9 +2,9 @@
 
 Each row of a grid shows one face: the input, the argmax region map (each pixel coloured by the region
 whose heatmap is largest there), then the K heatmaps, each overlaid on the face in its own colour.
-FRA's heatmaps are a softmax over K of cosines at temperature 1 (METHOD.md 2.3), so they are soft; each
-heatmap panel is stretched to its own min..max so its shape is visible, and the argmax map shows the
-partition at a glance.
+FRA's heatmaps are a softmax over K of cosines at temperature 1 (docs/method.md, "Neck and heatmaps"),
+so they are soft; each heatmap panel is stretched to its own min..max so its shape is visible, and the
+argmax map shows the partition at a glance.
 
 Command::
 

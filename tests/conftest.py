@@ -1,8 +1,9 @@
 """Test-session set-up: quiet TensorFlow, two logical CPU devices, and the `slow` marker.
 
 Two logical CPU devices are configured before any TensorFlow op runs, so that distribution tests can
-build a two-replica MirroredStrategy on a CPU-only machine (STACK.md). Single-device tests are not
-affected: the default strategy places everything on the first device.
+build a two-replica MirroredStrategy on a CPU-only machine (docs/stack.md, "Distribution, XLA and
+precision"). Single-device tests are not affected: the default strategy places everything on the first
+device.
 """
 
 import os

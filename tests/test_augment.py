@@ -1,4 +1,4 @@
-"""Augmentation views (fra_keras.data.augment) against METHOD.md section 4 and NumPy references."""
+"""Augmentation views (fra_keras.data.augment) against docs/method.md ("Augmentations") and NumPy references."""
 
 import colorsys
 import math

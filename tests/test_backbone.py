@@ -1,4 +1,4 @@
-"""Tests for `fra_keras.models.backbone` (torchvision-layout ResNet trunks, METHOD.md 2.2 and 9).
+"""Tests for `fra_keras.models.backbone` (torchvision-layout ResNet trunks, docs/method.md, "Backbone").
 
 Parameter counts are torchvision's (resnetXX() total minus the fc layer). Convolutions are checked
 against a plain NumPy cross-correlation with PyTorch's symmetric zero padding, written below.
@@ -98,7 +98,7 @@ def r18_small():
 @pytest.mark.parametrize("depth,trainable", [
     ("resnet18", 11_176_512),   # 11,689,512 - fc 513,000
     ("resnet34", 21_284_672),   # 21,797,672 - fc 513,000
-    ("resnet50", 23_508_032),   # 25,557,032 - fc 2,049,000 (METHOD.md 2.2)
+    ("resnet50", 23_508_032),   # 25,557,032 - fc 2,049,000 (docs/method.md, "Backbone")
     ("resnet101", 42_500_160),  # 44,549,160 - fc 2,049,000
 ])
 def test_parameter_counts_match_torchvision(depth, trainable):

@@ -1,7 +1,7 @@
 """Tests for `fra_keras.config` (FRAConfig, presets, JSON round trip, validation, feature grid).
 
-Expected values come from METHOD.md (sections 2-4) and from PyTorch's documented output-size formula
-for Conv2d / MaxPool2d, written out independently below.
+Expected values come from docs/method.md ("Formulas (the reference recipe)") and from PyTorch's
+documented output-size formula for Conv2d / MaxPool2d, written out independently below.
 """
 
 from __future__ import annotations

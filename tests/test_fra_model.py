@@ -24,7 +24,7 @@ TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder
 # Deterministic training forward (no dropout); a large enough step and a low EMA momentum so that the
 # EMA check below is not satisfied trivially by "nothing moved".
 STEP = dict(decoder_dropout=0.0, learning_rate=1.0, lars_eta=0.1, ema_momentum=0.5,
-            decoder_query_content=False, sinkhorn_epsilon=0.0)   # the reference recipe (METHOD.md 3)
+            decoder_query_content=False, sinkhorn_epsilon=0.0)   # the reference recipe (docs/method.md, "Losses")
 B, K = 4, 8
 LAM, W_CLU, W_DEC = 0.5, 0.1, 0.02
 T_S, T_T = 0.1, 0.04
@@ -32,7 +32,7 @@ EXPECTED_METRICS = {"loss", "loss_global", "loss_region", "loss_cluster", "z_std
                     "mask_cosine", "ema_momentum", "lr"}
 
 # ---------------------------------------------------------------------------------------------------
-# NumPy references (METHOD.md 3.1-3.5, 3.7, 2.3)
+# NumPy references (docs/method.md, "Formulas (the reference recipe)")
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -218,7 +218,7 @@ def test_loss_is_recomputed_from_its_parts(run):
 
 
 def test_step_losses_match_numpy(run):
-    """The whole objective (METHOD.md 3.1-3.5) recomputed in NumPy from the networks' outputs: cross-view
+    """The whole objective (docs/method.md, "Losses") recomputed in NumPy from the networks' outputs: cross-view
     pairs for the global and region terms, same-view pairs for the clustering term."""
     on, tg, q, qr, m = run["on"], run["tg"], run["q"], run["qr"], run["m0"]
     g = [np_global(q[0], tg[1]["z"]), np_global(q[1], tg[0]["z"])]

@@ -1,6 +1,6 @@
 """Tests for the projector/predictor MLP, the DETR-style mask decoder and the FRA neck.
 
-NumPy references are written from METHOD.md 2.3 (MLP1D, sine positions, post-norm decoder layer,
+NumPy references are written from docs/method.md, "Neck and heatmaps" (MLP1D, sine positions, post-norm decoder layer,
 heatmaps, WAP) using the layers' own weights; Keras' MultiHeadAttention weight layout is
 query/key/value kernels (D, heads, head_dim) with biases (heads, head_dim) and an output kernel
 (heads, head_dim, D).
@@ -42,7 +42,7 @@ def np_mlp_infer(x, w1, gamma, beta, mean, var, w2, eps=EPS):
 
 
 def np_sine(h, w, dim, temperature=10000.0):
-    """DETR sine encoding, METHOD.md 2.3: rows/cols 1..n / (n + 1e-6) * 2 pi; dim_t[i] =
+    """DETR sine encoding (docs/method.md, "Neck and heatmaps"): rows/cols 1..n / (n + 1e-6) * 2 pi; dim_t[i] =
     T^(2 floor(i/2) / (dim/2)); sin on even, cos on odd channels; concat(pos_y, pos_x)."""
     npf = dim // 2
     scale = 2 * math.pi
@@ -88,7 +88,7 @@ def _weights_by_suffix(layer, prefix):
 
 
 def np_decoder_layer(tgt, memory, pos, query_pos, w, pos_on_values=False):
-    """Post-norm DETR decoder layer (METHOD.md 2.3 step 3), one image, inference."""
+    """Post-norm DETR decoder layer (docs/method.md, "Neck and heatmaps"), one image, inference."""
     sub = lambda name: {k.split(name + "/", 1)[1]: v for k, v in w.items() if k.startswith(name + "/")}
     q = tgt + query_pos
     sa = np_mha(q, q, q if pos_on_values else tgt, sub("self_attn"))
@@ -158,7 +158,7 @@ def test_mlp_head_structure():
     assert head.norm.epsilon == pytest.approx(1e-5) and head.norm.momentum == pytest.approx(0.9)
     assert _trainable(head) == 64 * 32 + 2 * 32 + 32 * 16
     assert head.count_params() == _trainable(head) + 2 * 32   # + BN moving mean / variance
-    # paper sizes (METHOD.md 2.6): 2048 -> 4096 -> 256 and 256 -> 4096 -> 256
+    # paper sizes (docs/method.md, "Neck and heatmaps"): 2048 -> 4096 -> 256 and 256 -> 4096 -> 256
     big = MLPHead(4096, 256)
     big.build((None, 2048))
     assert _trainable(big) == 9_445_376
@@ -256,7 +256,7 @@ def test_sine_position_encoding_layout():
 def test_mask_decoder_paper_parameter_count():
     dec = MaskDecoder(num_queries=8, dim=256, num_heads=8, num_layers=2, ffn_dim=256, dropout=0.1)
     dec.build((None, None, None, 2048))
-    assert dec.count_params() == _trainable(dec) == 2_043_392   # METHOD.md 2.6
+    assert dec.count_params() == _trainable(dec) == 2_043_392   # docs/method.md, "Neck and heatmaps"
     assert tuple(dec.query_embed.shape) == (8, 256)
     assert dec.input_proj.count_params() == 524_544
     assert [l.count_params() for l in dec.decoder_layers] == [659_456, 659_456]

@@ -1,8 +1,8 @@
-"""Tests for `fra_keras.losses` (METHOD.md section 3, DESIGN.md section 5).
+"""Tests for `fra_keras.losses` (docs/method.md, "Losses"; docs/design.md, "Contracts").
 
-The NumPy references below are written from the formulas of METHOD.md 2.3 (heatmaps, WAP) and
-3.1-3.4 (losses), in float64 and with explicit loops where that makes them obviously right. They are
-deliberately not transcriptions of the code under test.
+The NumPy references below are written from the formulas of docs/method.md, "Neck and heatmaps"
+(heatmaps, WAP), "Losses" and "Clustering loss and Sinkhorn", in float64 and with explicit loops where
+that makes them obviously right. They are deliberately not transcriptions of the code under test.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _assert_f32(x):
 
 
 # ----------------------------------------------------------------------------------------------------
-# NumPy references, written from METHOD.md
+# NumPy references, written from docs/method.md, "Formulas (the reference recipe)"
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -43,7 +43,7 @@ def _l2n(x):
 
 
 def ref_cosine_loss(pred, target):
-    """METHOD.md 3.1: 2 - (2/B) sum_i <n(p_i), n(t_i)> (rows = every leading index)."""
+    """docs/method.md, "Losses": 2 - (2/B) sum_i <n(p_i), n(t_i)> (rows = every leading index)."""
     p = _l2n(pred).reshape(-1, pred.shape[-1])
     t = _l2n(target).reshape(-1, target.shape[-1])
     total = 0.0
@@ -53,7 +53,7 @@ def ref_cosine_loss(pred, target):
 
 
 def ref_region_terms(pred, target):
-    """METHOD.md 3.2: returns (L_pos, L_neg) with explicit loops over i, k, j != k."""
+    """docs/method.md, "Losses": returns (L_pos, L_neg) with explicit loops over i, k, j != k."""
     p = _l2n(pred)
     t = _l2n(target)
     b, k, _ = p.shape
@@ -82,7 +82,8 @@ def ref_region_loss(pred, target, w=0.02):
 
 
 def ref_sinkhorn(p, iterations=3):
-    """METHOD.md 3.4, `distributed_sinkhorn` on probabilities, step by step (single device)."""
+    """docs/method.md, "Clustering loss and Sinkhorn": `distributed_sinkhorn` on probabilities, step by
+    step (single device)."""
     q = np.asarray(p, np.float64).T.copy()  # (K, N)
     k, n = q.shape
     q /= q.sum()
@@ -108,7 +109,7 @@ def _log_softmax(x, axis=-1):
 
 
 def ref_clustering_terms(s, t, tau_s=0.1, tau_t=0.04, iters=3):
-    """METHOD.md 3.4: returns (CE, R) for one view; no centering."""
+    """docs/method.md, "Clustering loss and Sinkhorn": returns (CE, R) for one view; no centering."""
     targets = ref_sinkhorn(_softmax(np.asarray(t, np.float64) / tau_t), iters)
     log_p = _log_softmax(np.asarray(s, np.float64) / tau_s)
     n, k = log_p.shape
@@ -143,7 +144,7 @@ def ref_region_attention(logits, scale=1.0):
 
 
 def ref_region_features(feat, att):
-    """METHOD.md 2.3 step 5: A[b,k] = M[b,k] / sum_hw M[b,k]; r[b,k] = sum_hw A[b,k,hw] F[b,hw]."""
+    """docs/method.md, "Neck and heatmaps": A[b,k] = M[b,k] / sum_hw M[b,k]; r[b,k] = sum_hw A[b,k,hw] F[b,hw]."""
     feat = np.asarray(feat, np.float64)
     att = np.asarray(att, np.float64)
     b, h, w, c = feat.shape
@@ -167,7 +168,7 @@ def _orthonormal_regions(rng, b, k, d):
 
 
 # ----------------------------------------------------------------------------------------------------
-# cosine_regression_loss (METHOD.md 3.1)
+# cosine_regression_loss (docs/method.md, "Losses")
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -210,7 +211,7 @@ def test_cosine_loss_is_mean_not_sum_over_rows():
 
 
 # ----------------------------------------------------------------------------------------------------
-# region_loss (METHOD.md 3.2)
+# region_loss (docs/method.md, "Losses")
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -288,7 +289,7 @@ def test_region_loss_diagonal_excluded_from_negative_term():
 
 
 # ----------------------------------------------------------------------------------------------------
-# sinkhorn (METHOD.md 3.4)
+# sinkhorn (docs/method.md, "Clustering loss and Sinkhorn")
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -357,7 +358,7 @@ def test_sinkhorn_has_no_gradient():
 
 
 # ----------------------------------------------------------------------------------------------------
-# clustering_loss (METHOD.md 3.4)
+# clustering_loss (docs/method.md, "Clustering loss and Sinkhorn")
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -479,7 +480,7 @@ def test_clustering_loss_graph_mode_matches_eager():
 
 
 # ----------------------------------------------------------------------------------------------------
-# region_logits / region_attention / region_features (METHOD.md 2.3 steps 4-5)
+# region_logits / region_attention / region_features (docs/method.md, "Neck and heatmaps")
 # ----------------------------------------------------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """Tests for `fra_keras.optimizers`: LARS, the exclusion rule, WarmupCosine and the EMA momentum.
 
-NumPy references are written from METHOD.md section 4 (LARS, schedule) and 3.7 (EMA momentum).
+NumPy references are written from docs/method.md, "Optimiser and schedules" (LARS, schedule)
+and "EMA target" (EMA momentum).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from fra_keras.optimizers import (LARS, WarmupCosine, build_optimizer, ema_momen
                                    lars_group_key)
 
 # ---------------------------------------------------------------------------------------------------
-# Exclusion rule (METHOD.md 4: names containing "bn", "downsample.1" or "bias" in the PyTorch naming)
+# Exclusion rule (docs/method.md, "Optimiser and schedules": names containing "bn", "downsample.1" or
+# "bias" in the PyTorch naming)
 # ---------------------------------------------------------------------------------------------------
 
 EXCLUSION = [
@@ -64,8 +66,8 @@ def test_lars_downsample_conv_kernel_is_adapted():
 
 
 def _lars_reference(weights, grads_per_step, lrs, excluded, momentum, wd, eta, eps):
-    """METHOD.md 4, float64: u = lr*trust*(g + wd*w) (adapted) or lr*g (excluded); buf = m*buf + u;
-    w = w - buf."""
+    """docs/method.md, "Optimiser and schedules", float64: u = lr*trust*(g + wd*w) (adapted) or lr*g
+    (excluded); buf = m*buf + u; w = w - buf."""
     w = {k: v.astype(np.float64).copy() for k, v in weights.items()}
     buf = {k: np.zeros_like(v) for k, v in w.items()}
     for grads, lr in zip(grads_per_step, lrs):
@@ -273,8 +275,9 @@ def _attention_variables():
 
 
 def test_lars_attention_group_matches_stacked_numpy():
-    """One LARS step on q/k/v kernels equals one step on their stacked matrix (METHOD.md 4 on
-    `in_proj_weight`); the output projection, the biases and other kernels keep their own ratios."""
+    """One LARS step on q/k/v kernels equals one step on their stacked matrix (docs/method.md,
+    "Deliberate deviations and extensions", item 5, on `in_proj_weight`); the output projection, the
+    biases and other kernels keep their own ratios."""
     rng = np.random.default_rng(1)
     variables = _attention_variables()
     # Different scales per tensor, so that per-tensor and per-group trust ratios differ clearly.

@@ -15,7 +15,7 @@ def test_paper_preset_train_step_at_batch_2():
     model = fra_keras.FRA.from_preset("paper", batch_size=2, steps_per_epoch=10)
     assert model.config.image_size == 224 and model.config.feature_grid == 7
     trainable = sum(int(np.prod(v.shape)) for v in model.optimized_variables)
-    assert trainable == 58_098_240                   # METHOD.md 2.6
+    assert trainable == 58_098_240                   # docs/method.md, "Neck and heatmaps"
     model.compile()
     rng = np.random.default_rng(0)
     batch = {"view1": rng.standard_normal((2, 224, 224, 3), dtype=np.float32),

@@ -228,7 +228,8 @@ def test_affectnet_malformed_row(tmp_path):
 # FERPlus
 # --------------------------------------------------------------------------------------------------
 
-#: (votes, majority result, plurality result), computed by hand from the rules in METHOD.md / readers.
+#: (votes, majority result, plurality result), computed by hand from the rules in docs/datasets.md
+#: ("FERPlus") / readers.
 FERPLUS_CASES = [
     ([0, 8, 1, 0, 0, 0, 0, 1, 0, 0], (1, "ok"), (1, "ok")),                  # clear happiness
     ([5, 1, 1, 1, 1, 1, 0, 0, 0, 0], (0, "ok"), (0, "ok")),                  # 5/10, but 5/5 after singles go

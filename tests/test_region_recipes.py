@@ -18,7 +18,7 @@ def np_softmax(x, axis=-1):
 
 
 def np_sinkhorn(q_in, iterations=3):
-    """Sinkhorn-Knopp as METHOD.md 3.4 describes it (single device)."""
+    """Sinkhorn-Knopp as docs/method.md, "Clustering loss and Sinkhorn", describes it (single device)."""
     q = q_in.T / q_in.sum()
     k, n = q.shape
     for _ in range(iterations):

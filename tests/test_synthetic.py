@@ -1,4 +1,4 @@
-"""Tests for `fra_keras.data.synthetic` (DATA.md, "Synthetic faces: the embedded default data set").
+"""Tests for `fra_keras.data.synthetic` (docs/datasets.md, "The embedded default: `synthetic_faces_v1`").
 
 The checks compare the generator against independent computations written here: point-to-part
 distances by brute force, a point-in-polygon test, a ridge classifier with its own cross-validation,
@@ -44,7 +44,7 @@ A = {name: i for i, name in enumerate(CELEBA_40)}
 LIPS = (L["u_lip"], L["l_lip"], L["mouth"])
 
 # Samples 0, 1, 2 (seed 0, split "train", 64 px): sha256 of the image bytes, the image mean and the
-# sum of the 68 landmark coordinates -- the drift guard of DATA.md section 8. A deliberate change of
+# sum of the 68 landmark coordinates -- the drift guard of docs/datasets.md, "Rules of use". A deliberate change of
 # the generator must bump GENERATOR_VERSION and these values. (The hashes were taken with
 # numpy 2.4 / Pillow 12; the coarse fingerprint tells generator drift from bit-level platform noise.)
 GOLDEN_64 = {
@@ -399,7 +399,7 @@ def test_nuisance_ranges(batch64):
 
 
 # --------------------------------------------------------------------------------------------
-# Shortcut audit (DATA.md section 7)
+# Shortcut audit (docs/datasets.md, "Rules of use")
 # --------------------------------------------------------------------------------------------
 
 def test_shortcut_audit(batch64):
@@ -415,7 +415,7 @@ def test_shortcut_audit(batch64):
     print(f"expression accuracy (chance 0.143): colour {acc_colour:.3f}, 4x4 thumbnail {acc_thumb:.3f}, "
           f"landmarks {acc_landmarks:.3f}, AUs {acc_au:.3f}")
     # chance is 1/7 = 0.143; at n = 400 one standard error is ~0.018, so 0.22 is ~4 SE above chance
-    # (a stricter bound than DATA.md's suggested 0.30; the renders are deterministic)
+    # (a stricter bound than the 0.30 first proposed, docs/datasets.md "Rules of use"; the renders are deterministic)
     assert acc_colour < 0.22
     assert acc_thumb < 0.22
     assert acc_landmarks > 0.6

@@ -1,7 +1,7 @@
-"""The two asymmetric FRA / BYOL views (METHOD.md section 4), drawn per image inside `tf.data`.
+"""The two asymmetric FRA / BYOL views (docs/method.md, "Augmentations"), drawn per image inside `tf.data`.
 
-Every random choice is made per image (Keras 3 augmentation layers draw once per batch, STACK.md), in
-graph mode with plain `tf` / `tf.image` ops, on float32 pixels in [0, 1]:
+Every random choice is made per image (Keras 3 augmentation layers draw once per batch, docs/stack.md,
+"Keras 3 augmentation"), in graph mode with plain `tf` / `tf.image` ops, on float32 pixels in [0, 1]:
 
 ====================================================  =========  =========
 op (torchvision 0.11 semantics)                        view 1     view 2

@@ -8,7 +8,7 @@
   `python -m fra_keras.data.folders DATA_DIR`, to scan first and report how many files are skipped.
 * `check_images(paths) -> (good, bad)`: decodes every file once (parallel) and splits the list.
 
-Labels are unused by pre-training (METHOD.md section 4), so none are read here.
+Labels are unused by pre-training (docs/method.md, "Augmentations"), so none are read here.
 
 TensorFlow is imported inside the functions that need it, so that `list_images` on a local folder
 (and the command line's argument checks) work without waiting for it.

@@ -1,4 +1,4 @@
-"""Synthetic faces (``synthetic_faces_v1``): the embedded default data set (DATA.md, "Synthetic faces").
+"""Synthetic faces (``synthetic_faces_v1``): the embedded default data set (docs/datasets.md).
 
 A procedural, label-complete face generator in pure NumPy + Pillow. Sample ``i`` of a split is a
 pure function of ``(seed, split, i)`` (its own ``np.random.default_rng([seed, split_id, i])``);

@@ -1,8 +1,9 @@
 """Format writers: dump sample dicts (e.g. synthetic faces) into the real data sets' on-disk layouts.
 
-Each writer takes an iterable of sample dicts in the shared schema (DATA.md item 9; the keys it needs:
-``image`` uint8 (H, W, 3), ``expression`` (RAF-DB order), ``attributes`` int8 (40,), ``landmarks68``
-(68, 2) pixels, ``visible68``, ``landmarks5``, ``identity``, ``pose``) - a ``split -> samples`` dict for
+Each writer takes an iterable of sample dicts in the shared schema (docs/datasets.md, "Writing synthetic
+data in the real layouts"; the keys it needs: ``image`` uint8 (H, W, 3), ``expression`` (RAF-DB order),
+``attributes`` int8 (40,), ``landmarks68`` (68, 2) pixels, ``visible68``, ``landmarks5``, ``identity``,
+``pose``) - a ``split -> samples`` dict for
 the layouts that hold several splits - and writes the files exactly as the data set is distributed,
 so that :mod:`fra_keras.data.readers` can be exercised end to end without real data.  Label files and
 images are written to a temporary name and renamed into place.  Nothing here needs TensorFlow.

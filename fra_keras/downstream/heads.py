@@ -1,4 +1,4 @@
-"""Task heads on a backbone feature map (METHOD.md section 5).
+"""Task heads on a backbone feature map (docs/method.md, "Downstream protocols").
 
 Every head is a functional `keras.Model` whose input is the backbone FEATURE MAP (B, h, w, C) (any h, w)
 and whose output is a dict of named tensors, so that a head can be saved alone (`head.keras`) and
@@ -17,8 +17,9 @@ landmarks           ``landmarks`` (B, P, 2) normalised (u, v) in [0, 1]: pixel x
 * expression: global average pooling -> BatchNorm without scale / offset (feature standardisation, a
   fixed affine map at inference, so the probe stays linear; MAE's linear-probe trick that makes
   backbones of very different feature scales comparable) -> optional dropout -> Dense(classes).
-* attributes: global average pooling -> METHOD.md 5.2's `AttNeck`: Dense 512, BN, Dropout 0.2, ReLU,
-  Dense 256, BN, Dropout 0.2, ReLU, Dense 40 (input width = backbone channels, 2048 for ResNet-50).
+* attributes: global average pooling -> the reference's `AttNeck` (docs/method.md, "Downstream
+  protocols"): Dense 512, BN, Dropout 0.2, ReLU, Dense 256, BN, Dropout 0.2, ReLU, Dense 40 (input
+  width = backbone channels, 2048 for ResNet-50).
 * landmarks: integral (soft-argmax) regression, chosen for a stride-16/32 map: standardising BN ->
   optional 3x3 conv + ReLU (`hidden`, 0 = linear) -> bilinear upsampling by `upsample` -> 1x1 conv to one
   logit map per point -> spatial softmax -> expected position of each point (`SoftArgmax2D`). The

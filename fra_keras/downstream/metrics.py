@@ -1,4 +1,4 @@
-"""Downstream metrics as pure NumPy functions (METHOD.md section 5; DATA.md).
+"""Downstream metrics as pure NumPy functions (docs/method.md, "Downstream protocols"; docs/datasets.md).
 
 Every function takes array-likes (NumPy arrays, lists or eager tensors) and returns Python floats or
 NumPy arrays; nothing here depends on TensorFlow, so the same code scores predictions from Keras, from

@@ -1,4 +1,4 @@
-"""Downstream task models: a backbone plus a task head (METHOD.md section 5).
+"""Downstream task models: a backbone plus a task head (docs/method.md, "Downstream protocols").
 
     backbone = fra_keras.load_backbone("runs/x/backbone.weights.h5")
     model = ExpressionClassifier(backbone, num_classes=7, protocol="linear")
@@ -34,7 +34,7 @@ from fra_keras.downstream import heads as heads_lib
 from fra_keras.downstream.metrics import OUTER_EYE_CORNERS
 
 PROTOCOLS = ("linear", "finetune")
-# METHOD.md 5.1: fine-tune AdamW 2e-4, wd 0.05, warm-up + half-cycle cosine to 1e-6.
+# docs/method.md, "Downstream protocols": fine-tune AdamW 2e-4, wd 0.05, warm-up + half-cycle cosine to 1e-6.
 FINETUNE_LR, FINETUNE_WD, MIN_LR = 2e-4, 0.05, 1e-6
 # Linear probe (our choice; the reference's SGD lr 30 x 100 epochs is tuned for its own set-up):
 # AdamW 1e-3 with a small weight decay on standardised features.

@@ -1,4 +1,6 @@
-"""Region awareness of FRA's K heatmaps, measured on synthetic faces with part masks (DATA.md).
+"""Region awareness of FRA's K heatmaps, measured on synthetic faces with part masks.
+
+How to run it and read it: docs/evaluation.md, "Region awareness (`regions`)".
 
 For each heatmap k (the inference heatmaps `FRA.heatmaps`, resized bilinearly to image resolution) and
 each coarse part p (`REGION_NAMES`: background, hair, skin, brows, eyes, nose, mouth, accessories):

@@ -1,4 +1,6 @@
-"""ResNet-18/34/50/101 feature extractors in the torchvision layout (METHOD.md 2.2, STACK.md).
+"""ResNet-18/34/50/101 feature extractors in the torchvision layout.
+
+Formulas: docs/method.md, "Backbone"; library facts: docs/stack.md, "Backbones".
 
 Why not `keras.applications.ResNet50`: it is ResNet v1 (stride in the first 1x1 conv of a bottleneck),
 has conv biases and BN epsilon 1.001e-5. FRA uses torchvision's v1.5 (stride in the 3x3 conv), no conv

@@ -1,6 +1,6 @@
 """`FRA(keras.Model)`: online + EMA target networks, predictors, prototypes and the training step.
 
-Data flow of one step (DESIGN.md section 4, METHOD.md sections 2-3), global batch B, K regions:
+Data flow of one step (docs/method.md, "Data flow of one training step" and "Formulas"), global batch B, K regions:
   view1, view2 --online--> z_a (B,D), r_a (B,K,D), S^o_a (B,h,w,K)   (a = 1, 2)
                --target--> z'_a, r'_a, S^t_a                         (EMA weights, no gradient)
   L = sum over (a,b) in {(1,2),(2,1)} of [ lam * L_g(q(z_a), z'_b) + (1-lam) * L_r(q_o(r_a), r'_b) ]
@@ -46,7 +46,7 @@ def resolve_jit_compile(mode, strategy=None) -> bool:
     """Whether to XLA-compile the train step. `true` / `false` are obeyed.
 
     `auto`: on with a TPU; on with a GPU when the step runs as one replica; off on CPU (measured slower
-    there, STACK.md) and off with several replicas (MirroredStrategy / MultiWorkerMirroredStrategy):
+    there, docs/stack.md) and off with several replicas (MirroredStrategy / MultiWorkerMirroredStrategy):
     Keras compiles `strategy.run` as a whole, and the step's cross-replica all-reduces (SyncBN, the
     global mask-embedding mean, Sinkhorn sums) cannot be compiled across devices -- Keras' own "auto"
     turns XLA off under tf.distribute for the same reason. `strategy`: default, the current one.
@@ -119,7 +119,7 @@ class FRA(keras.Model):
         self.predictor.build((None, c.proj_dim))
         if self.region_predictor is not None:
             self.region_predictor.build((None, None, c.proj_dim))
-        # `proto` buffers (METHOD.md 2.3 step 7): randn init, EMA 0.9, no gradient; one per network.
+        # `proto` buffers (docs/method.md, "Neck and heatmaps"): randn init, EMA 0.9, no gradient; one per network.
         # Under a strategy they are mirrored with aggregation "none": each replica assigns its own copy
         # from the all-reduced batch mean, so every copy gets the same value without an extra broadcast
         # (the same holds for the target EMA and the SyncBN moving statistics; tests/test_distributed.py
@@ -278,7 +278,7 @@ class FRA(keras.Model):
                 c.sinkhorn_epsilon))
         lam = c.global_loss_weight
         loss_cluster = 0.5 * (cluster_terms[0] + cluster_terms[1])
-        # The two directions are summed, not averaged (METHOD.md 3.5).
+        # The two directions are summed, not averaged (docs/method.md, "Losses").
         total = (lam * (global_terms[0] + global_terms[1]) + (1.0 - lam) * (region_terms[0] + region_terms[1])
                  + (c.cluster_loss_weight if step is None else self.cluster_weight(step)) * loss_cluster)
         parts["loss_region"] = 0.5 * (region_terms[0] + region_terms[1])
@@ -334,7 +334,7 @@ class FRA(keras.Model):
         for t_var, o_var in zip(self.target_variables, self.online_variables):
             t_var.assign(momentum * t_var + (1.0 - momentum) * tf.cast(o_var, t_var.dtype))
         if self.config.region_losses:
-            p = self.config.proto_momentum  # one update per forward, i.e. per view (METHOD.md 2.3 step 7)
+            p = self.config.proto_momentum  # one update per view (docs/method.md, "Neck and heatmaps")
             for proto, outs in ((self.prototypes, online), (self.target_prototypes, target)):
                 value = proto
                 for out in outs:

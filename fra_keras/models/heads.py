@@ -1,4 +1,4 @@
-"""Projector / predictor MLPs (METHOD.md 2.3 "MLP1D", 2.4).
+"""Projector / predictor MLPs (the reference's "MLP1D"; docs/method.md, "Neck and heatmaps").
 
 The reference's MLP1D is Conv1d(k=1, no bias) -> BN -> ReLU -> Conv1d(k=1, no bias), run on (B, C, L)
 tensors. Channel-last Dense layers on (..., C) tensors are the same map; BatchNormalization with

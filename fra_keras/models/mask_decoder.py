@@ -1,4 +1,4 @@
-"""The facial-mask-embedding decoder (METHOD.md 2.3 step 3; the reference's `TransformerPredictor`).
+"""The facial-mask-embedding decoder (docs/method.md, "Neck and heatmaps"; the reference's `TransformerPredictor`).
 
 K learnable query embeddings act as *query positional embeddings* over a zero target; two post-norm
 DETR decoder layers (self-attention, cross-attention to the 1x1-projected backbone map with 2-D sine
@@ -36,7 +36,7 @@ def torch_linear_kernel():
 
 
 def sine_position_encoding(height, width, dim, temperature=10000.0, scale=2.0 * math.pi):
-    """DETR 2-D sine positional encoding, normalised (METHOD.md 2.3 step 3).
+    """DETR 2-D sine positional encoding, normalised (docs/method.md, "Neck and heatmaps").
 
     Row / column indices 1..h / 1..w are divided by (h + 1e-6) / (w + 1e-6) and multiplied by 2 pi;
     for i in 0..dim/2-1, dim_t[i] = temperature ** (2 * floor(i / 2) / (dim / 2)); channels interleave

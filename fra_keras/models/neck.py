@@ -1,4 +1,4 @@
-"""The FRA neck (the reference's `ObjectNeck`, mask_type="attn"; METHOD.md 2.3).
+"""The FRA neck (the reference's `ObjectNeck`, mask_type="attn"; docs/method.md, "Neck and heatmaps").
 
 From the backbone map F (B, h, w, C) it computes, for one network (online or target) and one view:
   z   = proj(GAP(F))                                   global embedding        (B, D)
@@ -71,7 +71,7 @@ class FRANeck(layers.Layer):
             return out
         pixel = self.pixel_proj(features, training=training)
         masks = self.mask_decoder(features, training=training)
-        # Global-batch mean of the mask embeddings (all-reduced across replicas, METHOD.md 2.3 step 4).
+        # Global-batch mean of the mask embeddings (all-reduced across replicas; docs/method.md, "Neck and heatmaps").
         mask_mean = distributed.cross_replica_mean(tf.reduce_mean(tf.cast(masks, tf.float32), axis=0))
         logits = losses.region_logits(pixel, mask_mean)
         attention = losses.region_attention(logits, self.heatmap_scale)
