@@ -2,7 +2,7 @@
 
     python benchmarks/region_experiment.py --quick                          # minutes: checks the plumbing
     python benchmarks/region_experiment.py                                  # the table in docs/evaluation.md
-    python benchmarks/region_experiment.py --variants reference,regions,byol --seeds 0,1,2
+    python benchmarks/region_experiment.py --variants reference,regions,byol --seeds 0,1,2 --first-seed-only ""
 
 Every variant is the `tiny` preset (narrow ResNet-18, 96 px, output stride 16 -> 6x6 heatmap grid) on
 synthetic faces in the pre-training framing ("crop"), pre-trained for the same number of steps with
@@ -55,6 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--variants", default="reference,regions,swav,content,byol",
                    help=f"comma-separated, from {sorted(VARIANTS)} (random is always added)")
     p.add_argument("--seeds", default="0,1", help="pre-training seeds (comma-separated)")
+    p.add_argument("--first-seed-only", default="swav,content",
+                   help="variants pre-trained at the first seed only (comma-separated; '' for none)")
     p.add_argument("--out-dir", default=None, help="default: runs/region_experiment[_quick]")
     p.add_argument("--figure", default=None, help="heatmap PNG of the first seed (default: OUT_DIR/heatmaps.png)")
     p.add_argument("--force", action="store_true", help="pre-train again even if OUT_DIR has the runs")
@@ -72,6 +74,7 @@ def parse_args(argv=None):
         if v not in VARIANTS:
             p.error(f"--variants: {v!r} is not one of {sorted(VARIANTS)}")
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.first_seed_only = {v.strip() for v in args.first_seed_only.split(",") if v.strip()}
     args.out_dir = args.out_dir or os.path.join("runs", "region_experiment" + ("_quick" if args.quick else ""))
     args.figure = args.figure or os.path.join(args.out_dir, "heatmaps.png")
     return args
@@ -156,6 +159,13 @@ def probe(extractor, data, args):
     return out
 
 
+def _write_json(path, value):
+    """Write JSON atomically (NumPy scalars as floats): a failure never leaves half a file."""
+    from fra_keras.config import atomic_write_text
+
+    atomic_write_text(path, json.dumps(value, indent=2, default=float) + "\n")
+
+
 COLUMNS = (("mask_cosine", "mask cos. ↓", "{:.2f}"), ("cluster_ratio", "clu. loss / log K ↓", "{:.2f}"),
            ("purity", "purity ↑", "{:.3f}"), ("coverage", "coverage ↑", "{:.1f}"),
            ("consistency", "consistency ↑", "{:.2f}"),
@@ -195,7 +205,8 @@ def main(argv=None):
 
     start = time.time()
     os.makedirs(args.out_dir, exist_ok=True)
-    runs = {(v, s): pretrain(args, v, s) for v in args.variants for s in args.seeds}
+    runs = {(v, s): pretrain(args, v, s) for v in args.variants for s in args.seeds
+            if s == args.seeds[0] or v not in args.first_seed_only}
     print(f"\n=== rendering the evaluation split ({args.train_faces} + {args.test_faces} faces, "
           f"aligned and box) and {args.region_faces} region faces", flush=True)
     data = {"aligned": (render("expression", "train", args.train_faces, args.image_size),
@@ -210,22 +221,26 @@ def main(argv=None):
         extractor = load_feature_extractor(os.path.join(folder, "model.keras"), image_size=args.image_size,
                                            with_regions=variant != "byol")
         k = extractor.config.num_regions
-        row = dict(probe(extractor, data, args))
-        final = info["final"]
-        if variant != "byol":
-            report = regions.evaluate_regions(extractor.fra_model, views, REGION_NAMES)
-            row.update({m: report[m] for m in ("purity", "coverage", "consistency")})
-            row["mask_cosine"] = final.get("mask_cosine")
-            row["cluster_ratio"] = final["loss_cluster"] / math.log(k)
-            row["dominant_parts"] = report["dominant_parts"]
-            if seed == args.seeds[0] and variant in ("reference", "regions"):
-                faces = views["image_a"][:4]
-                figure_panels.append((variant, faces, regions.model_heatmaps(extractor.fra_model, faces)))
-        row["seed"] = seed
+        cache = os.path.join(folder, "ablation_metrics.json")   # one model's metrics, reused on a rerun
+        if os.path.isfile(cache) and not args.force:
+            with open(cache) as f:
+                row = json.load(f)
+        else:
+            row = dict(probe(extractor, data, args))
+            final = info["final"]
+            if variant != "byol":
+                report = regions.evaluate_regions(extractor.fra_model, views, REGION_NAMES)
+                row.update({m: float(report[m]) for m in ("purity", "coverage", "consistency")})
+                row["mask_cosine"] = final.get("mask_cosine")
+                row["cluster_ratio"] = final["loss_cluster"] / math.log(k)
+                row["dominant_parts"] = list(report["dominant_parts"])
+            row["seed"] = seed
+            _write_json(cache, row)
+        if variant != "byol" and seed == args.seeds[0] and variant in ("reference", "regions"):
+            faces = views["image_a"][:4]
+            figure_panels.append((variant, faces, regions.model_heatmaps(extractor.fra_model, faces)))
         rows.setdefault(variant, []).append(row)
         results[f"{variant}-s{seed}"] = {"info": info, "metrics": row}
-        with open(os.path.join(args.out_dir, "results.json"), "w") as f:   # kept if a later step fails
-            json.dump(results, f, indent=2, default=float)
     print("=== evaluating random init", flush=True)
     config = load_feature_extractor(os.path.join(runs[next(iter(runs))][0], "model.keras"),
                                     image_size=args.image_size).config
@@ -235,16 +250,16 @@ def main(argv=None):
     _, random_fra = build_random(config.replace(decoder_query_content=False, sinkhorn_epsilon=0.0), seed=1000,
                                  with_regions=True)
     report = regions.evaluate_regions(random_fra, views, REGION_NAMES)
-    row.update({m: report[m] for m in ("purity", "coverage", "consistency")})
+    row.update({m: float(report[m]) for m in ("purity", "coverage", "consistency")})
     rows["random"] = [row]
     results["random"] = {"metrics": row}
     figure_panels.append(("random", views["image_a"][:4], regions.model_heatmaps(random_fra, views["image_a"][:4])))
     size = plots.save_png(plots.heatmap_figure(figure_panels), args.figure)
     text = table(rows)
-    summary = {"args": vars(args), "results": results, "table": text, "seconds": time.time() - start,
+    settings = {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()}
+    summary = {"args": settings, "results": results, "table": text, "seconds": time.time() - start,
                "figure": {"path": args.figure, "bytes": size}}
-    with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=float)
+    _write_json(os.path.join(args.out_dir, "results.json"), summary)
     print("\n" + text)
     print(f"\nfigure: {args.figure} ({size} bytes); results: {os.path.join(args.out_dir, 'results.json')}; "
           f"total {time.time() - start:.0f}s")
