@@ -121,7 +121,10 @@ def test_xla_step_compiles_and_matches_eager(reference):
     worst = 0.0
     for a, b, start in zip(model.get_weights(), reference["after"], reference["initial"]):
         update = np.linalg.norm(b.astype(np.float64) - start)
-        worst = max(worst, np.linalg.norm(a.astype(np.float64) - b) / (update + 1e-6))
+        # float32 floor: weights are stored to ~1e-7 of their size, so an update smaller than ~1e-6 of
+        # the weight norm (the EMA target's q/k kernels move by ~2e-6) cannot be compared finer.
+        floor = 1e-6 * (np.linalg.norm(start.astype(np.float64)) + 1.0)
+        worst = max(worst, np.linalg.norm(a.astype(np.float64) - b) / (update + floor))
     assert worst < 3e-2
 
 
