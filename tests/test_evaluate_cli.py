@@ -117,7 +117,7 @@ def test_finetune_updates_the_backbone(tmp_path):
                   "--epochs", "1")
     assert report["protocol"] == "finetune"
     assert report["setup"]["weight_decay"] == pytest.approx(0.05)
-    assert report["setup"]["learning_rate"] == pytest.approx(2e-4)
+    assert report["setup"]["learning_rate"] == pytest.approx(1e-3)
 
 
 def test_expression_on_a_rafdb_folder(tmp_path):
