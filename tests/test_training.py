@@ -15,8 +15,8 @@ from fra_keras import training
 from fra_keras.config import ConfigError, FRAConfig
 
 TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-            decoder_heads=2, batch_size=4, synthetic_samples=8, synthetic_size=64, epochs=2, steps_per_epoch=1,
-            warmup_epochs=1)
+            decoder_heads=2, batch_size=4, synthetic_samples=8, synthetic_size=64, epochs=1, steps_per_epoch=2,
+            warmup_epochs=0)
 
 
 def test_step_plan_matches_train_steps():
@@ -53,7 +53,7 @@ def test_train_runs_the_hook_after_saving_and_records_its_summary(tmp_path):
         return {"hook": {"value": np.float32(0.5)}}          # NumPy numbers are written as floats
 
     config = FRAConfig.from_preset("tiny", **TINY)
-    run = training.train(config, run_dir, steps_per_epoch=1, resume=True, after_fit=after_fit, log=lines.append,
+    run = training.train(config, run_dir, steps_per_epoch=2, resume=True, after_fit=after_fit, log=lines.append,
                          options=training.RunOptions(verbose=0))
     assert seen["chief"] and seen["steps"] == 2
     assert {"model.keras", "backbone.weights.h5", "config.json", "history.csv", "checkpoints"} <= set(seen["files"])
@@ -61,10 +61,10 @@ def test_train_runs_the_hook_after_saving_and_records_its_summary(tmp_path):
     with open(os.path.join(run_dir, "summary.json")) as f:
         summary = json.load(f)
     assert summary == json.loads(json.dumps(run.summary, default=float))
-    assert summary["hook"] == {"value": 0.5} and (summary["epochs"], summary["steps_per_epoch"]) == (2, 1)
+    assert summary["hook"] == {"value": 0.5} and (summary["epochs"], summary["steps_per_epoch"]) == (1, 2)
     with open(os.path.join(run_dir, "history.csv")) as f:
         last = f.read().strip().splitlines()[-1].split(",")
-    assert float(last[0]) == summary["final"]["epoch"] == 1
+    assert float(last[0]) == summary["final"]["epoch"] == 0
     assert lines[0].startswith("note: ") and "no checkpoint yet" in lines[0]   # resume=True, nothing there
     assert any(line.startswith("weights digest: ") for line in lines)
     assert not os.path.exists(os.path.join(run_dir, "tensorboard"))          # tensorboard_dir=None
