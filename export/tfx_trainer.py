@@ -1,6 +1,6 @@
-"""TFX Trainer module file: pre-train FRA on TFRecord shards and write the serving model.
+"""TFX Trainer module file: pre-train FRA on TFRecord files and write the serving model (docs/tfx.md).
 
-Use it as the `module_file` of a TFX `Trainer` (see docs/tfx.md)::
+Use it as the `module_file` of a TFX `Trainer`::
 
     trainer = tfx.components.Trainer(
         module_file="export/tfx_trainer.py",
@@ -9,82 +9,24 @@ Use it as the `module_file` of a TFX `Trainer` (see docs/tfx.md)::
         eval_args=tfx.proto.EvalArgs(num_steps=100),
         custom_config={"preset": "paper", "fra_config": {"batch_size": 512}})
 
-Nothing here imports `tfx` (it cannot be installed next to TF 2.21 / protobuf 7): `run_fn` only reads
-the attributes of the `FnArgs` object TFX passes in, so any object with the same fields works (tests use
-a `SimpleNamespace`).
-
-`run_fn(fn_args)` reads:
-
-=====================  ==========================================================================
-fn_args field          use
-=====================  ==========================================================================
-train_files            list of file patterns (or folders) of TFRecord files of `tf.Example`s whose
-                       feature `image` holds the encoded JPEG / PNG bytes: the shards of
-                       `python -m fra_keras.data.shard`, or ExampleGen's output (`*.gz`: GZIP is
-                       detected per file). `*.json`, hidden and `_*` files are skipped.
-eval_files             the same for the validation loss (optional)
-train_steps            optimiser steps (TrainArgs.num_steps); see "Steps" below
-eval_steps             batches for `model.evaluate` (EvalArgs.num_steps); None: one pass
-custom_config          FRAConfig overrides and trainer options, below
-model_run_dir          TensorBoard logs (train/, validation/), checkpoints/, history.csv,
-                       config.json, model.keras, backbone.weights.h5, eval_results.json,
-                       export/savedmodel/NAME/VERSION (the verified fra_keras export)
-serving_model_dir      the serving SavedModel (TFX's Format-Serving; Pusher copies it)
-=====================  ==========================================================================
-
-custom_config (a JSON-able dict; every key optional):
-
-* ``"preset"``: "paper" (default) or "tiny" -- the FRAConfig preset to start from; or
-  ``"fra_config_path"``: a config.json written by an earlier run (`FRAConfig.from_json`).
-* ``"fra_config": {...}``: FRAConfig field overrides (e.g. ``{"batch_size": 256, "image_size": 112}``).
-  The same fields may also be given flat, at the top level (``{"batch_size": 256}``); a field given
-  both ways is an error, as is an unknown key (keys starting with ``ai_platform_`` / ``vertex_``, which
-  TFX's cloud executors add, are ignored).
-* Trainer options (not FRAConfig fields): ``steps_per_epoch`` (the "epoch" of logs, checkpoints and
-  schedules; default FRAConfig.steps_per_epoch, else train_steps / epochs), ``image_key`` ("image"),
-  ``shuffle_buffer`` (8192 serialized records), ``export_name`` ("fra"), ``checkpoint_every`` (1
-  epoch), ``saved_model_cli`` (True: also run `saved_model_cli show --all` in the export
-  verification), ``verbose`` (2: one line per epoch).
-
-Steps: the learning-rate warm-up / cosine and EMA schedules span exactly the training, so `train_steps`
-is split into E epochs of S steps with E * S == train_steps: S is the largest divisor of train_steps not
-above the wanted steps per epoch, if that divisor is at least half of it; otherwise S is the wanted
-value and the training is rounded up to the next multiple (logged). FRAConfig.epochs becomes E and
-warmup_epochs keeps its share of the training (paper: 10 of 50 epochs = 20 %). Without train_steps,
-FRAConfig.epochs x steps_per_epoch are used.
-
-Serving model (`serving_model_dir`): the fra_keras export (`fra_keras.export.export_model`: float32,
-preprocessing inside the graph, outputs `embedding`, `feature_map`, `heatmaps`) is written and verified
-under model_run_dir first; the same graph and variables are then saved with the signatures TFX expects:
-
-=====================  ===============================  ===========================================
-signature              input                            same function as the fra_keras export's
-=====================  ===============================  ===========================================
-serving_default        ``examples``: string (B,)        serve_tf_example (serialized tf.Example,
-                                                        encoded image under ``image``)
-serve_images           ``images``: uint8 (B, H, W, 3)   serving_default
-serve_image_bytes      ``image_bytes``: string (B,)     serve_image_bytes
-serve_tf_example       ``examples``: string (B,)        serve_tf_example
-=====================  ===============================  ===========================================
-
-with ``assets.extra/tf_serving_warmup_requests`` (one request per signature), ``assets.extra/
-verification.npz`` (inputs and Keras outputs) and ``assets.extra/fra_tfx.json`` (signature map,
-config, eval results, the source export's manifest). `verify_serving_model(dir)` checks it (graph ops,
-signatures and inputs, outputs vs the Keras reference and vs each other, warm-up replay); `run_fn`
-runs it before the folder is moved into place. (`fra_keras.export.verify` cannot check this folder:
-it requires `serving_default` to take `images`.)
+`run_fn` is an adapter: `fn_args.custom_config` -> `FRAConfig` and trainer options, `train_steps` ->
+a step plan (`fra_keras.training.plan_steps`), then the run engine of `python -m fra_keras.pretrain`
+(`fra_keras.training.train`, reading `train_files` through `fra_keras.data.pretraining_dataset`), then
+the validation loss, the verified fra_keras export and the TFX serving model (`write_serving_model`).
+Nothing here imports `tfx` (it cannot be installed next to TF 2.21 / protobuf 7) nor, at load time,
+TensorFlow: `run_fn` only reads the attributes of the `FnArgs` object, so any object with the same
+fields works (tests use a `SimpleNamespace`). The fields, the `custom_config` keys, the step rule and
+the serving signatures are in docs/tfx.md.
 """
 
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
-import time
 import uuid
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 LOG = logging.getLogger("fra_keras.tfx_trainer")
 
@@ -105,9 +47,8 @@ TRAINER_OPTIONS = {"steps_per_epoch": None, "image_key": "image", "shuffle_buffe
                    "checkpoint_every": 1, "saved_model_cli": True, "verbose": 2}
 _IGNORED_PREFIXES = ("ai_platform_", "vertex_")
 
-
 # =============================================================================================
-# custom_config and step planning
+# custom_config
 # =============================================================================================
 # No `from __future__ import annotations`: TFX may execute this file without registering it in
 # sys.modules, and dataclasses then cannot resolve string annotations.
@@ -162,123 +103,6 @@ def parse_custom_config(custom_config: Optional[dict]) -> TrainerSettings:
     if not isinstance(options["image_key"], str) or not options["image_key"]:
         raise ConfigError(f"custom_config['image_key']={options['image_key']!r} must be a feature name")
     return TrainerSettings(config, options)
-
-
-@dataclasses.dataclass
-class StepPlan:
-    epochs: int
-    steps_per_epoch: int
-    warmup_epochs: int
-    note: str = ""
-
-    @property
-    def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
-
-
-def plan_steps(train_steps: Optional[int], config, steps_per_epoch: Optional[int] = None) -> StepPlan:
-    """Epochs x steps per epoch for `train_steps` optimiser steps (rule in the module docstring)."""
-    from fra_keras.config import ConfigError
-
-    wanted = steps_per_epoch or config.steps_per_epoch
-    if not train_steps:
-        if not wanted:
-            raise ConfigError("train_steps (TrainArgs.num_steps) is not set and steps_per_epoch is unknown: set "
-                              "one of them (custom_config['steps_per_epoch'] or FRAConfig.steps_per_epoch)")
-        return StepPlan(config.epochs, int(wanted), config.warmup_epochs)
-    if isinstance(train_steps, bool) or int(train_steps) != train_steps or train_steps < 1:
-        raise ConfigError(f"train_steps={train_steps!r} must be a positive integer")
-    train_steps = int(train_steps)
-    wanted = min(int(wanted or math.ceil(train_steps / config.epochs)), train_steps)
-    spe = next((d for d in range(wanted, (wanted + 1) // 2 - 1, -1) if d >= 1 and train_steps % d == 0), None)
-    note = ""
-    if spe is None:
-        spe = wanted
-        note = (f"train_steps={train_steps} has no divisor in [{(wanted + 1) // 2}, {wanted}]: training runs "
-                f"{math.ceil(train_steps / spe) * spe} steps ({math.ceil(train_steps / spe)} x {spe})")
-    epochs = math.ceil(train_steps / spe)
-    warmup = min(epochs, int(round(config.warmup_epochs / config.epochs * epochs)))
-    return StepPlan(epochs, spe, warmup, note)
-
-
-# =============================================================================================
-# Input
-# =============================================================================================
-def _as_patterns(files) -> List[str]:
-    if files is None:
-        return []
-    if isinstance(files, (str, os.PathLike)):
-        files = [files]
-    return [os.fspath(f) for f in files]
-
-
-def list_record_files(patterns: Sequence[str]) -> List[str]:
-    """Sorted TFRecord files matched by `patterns` (globs or folders), without json / hidden / `_*` files."""
-    import tensorflow as tf
-
-    found = set()
-    for pattern in patterns:
-        glob = os.path.join(pattern, "*") if tf.io.gfile.isdir(pattern) else pattern
-        for path in tf.io.gfile.glob(glob):
-            name = os.path.basename(path.rstrip("/"))
-            if (name.startswith((".", "_")) or name.endswith(".json") or ".partial-" in name
-                    or tf.io.gfile.isdir(path)):
-                continue
-            found.add(path)
-    if not found:
-        raise ValueError(f"file patterns {list(patterns)!r} match no TFRecord file (expected the shards of "
-                         "python -m fra_keras.data.shard or ExampleGen's Split-*/ files)")
-    return sorted(found)
-
-
-def two_view_dataset(patterns: Sequence[str], config, *, image_key: str = "image", training: bool = True,
-                     shuffle_buffer: int = 8192, seed: Optional[int] = None, repeat: bool = True):
-    """{"view1", "view2"} batches (global `config.batch_size`, remainder dropped) of the two FRA views of
-    the images in TFRecord files of tf.Examples (GZIP detected per file by the `.gz` suffix).
-
-    The reader keeps to from_tensor_slices / interleave / shuffle / repeat / map / batch, so tf.data's
-    FILE auto-sharding gives each worker its own files under a multi-worker strategy. `training=False`
-    reads the files in a fixed order and draws the view seeds from a fixed op seed, so evaluation batches
-    are the same on every call.
-    """
-    import tensorflow as tf
-
-    from fra_keras.data.augment import two_views
-    from fra_keras.data.folders import decode_image
-
-    files = list_record_files(patterns)
-    seed = int(config.seed if seed is None else seed)
-    ds = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
-    if training:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-
-    def read(path):
-        compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
-        return tf.data.TFRecordDataset(path, compression_type=compression)
-
-    ds = ds.interleave(read, cycle_length=min(len(files), 16), block_length=1,
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
-    if training and shuffle_buffer > 1:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    features = {image_key: tf.io.FixedLenFeature([], tf.string)}
-    op_seed = seed * 1009 + (1 if training else 7)
-
-    def attach_seed(record):  # a sequential map: the stateful draws happen in element order
-        return record, tf.random.uniform([2], maxval=tf.int64.max, dtype=tf.int64, seed=op_seed)
-
-    def views(record, element_seed):
-        image = decode_image(tf.io.parse_single_example(record, features)[image_key])
-        view1, view2 = two_views(image, config, seed=element_seed)
-        return {"view1": view1, "view2": view2}
-
-    ds = ds.map(attach_seed)
-    ds = ds.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(int(config.batch_size), drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
-    return ds.with_options(options)
 
 
 # =============================================================================================
@@ -507,12 +331,21 @@ def _log_eval(run_dir: str, results: dict, step: int):
     writer.close()
 
 
+def _as_patterns(files) -> List[str]:
+    if files is None:
+        return []
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    return [os.fspath(f) for f in files]
+
+
 def run_fn(fn_args) -> dict:
     """Pre-train FRA on `fn_args.train_files`, evaluate on `fn_args.eval_files`, write the serving model
-    to `fn_args.serving_model_dir` (module docstring). Returns a summary dict (also in
+    to `fn_args.serving_model_dir` (docs/tfx.md). Returns the run summary (also in
     model_run_dir/summary.json). Raises on a non-finite loss or a failed verification; then nothing is
     written to serving_model_dir."""
-    from fra_keras import distributed
+    from fra_keras import training
+    from fra_keras.data.shard import find_shards
 
     serving_model_dir = getattr(fn_args, "serving_model_dir", None)
     model_run_dir = getattr(fn_args, "model_run_dir", None)
@@ -522,110 +355,70 @@ def run_fn(fn_args) -> dict:
     train_patterns = _as_patterns(getattr(fn_args, "train_files", None))
     if not train_patterns:
         raise ValueError("fn_args.train_files is empty: pass the TFRecord file patterns to train on")
-    list_record_files(train_patterns)          # fail now, not after training, when a pattern is wrong
+    find_shards(train_patterns)          # fail now, not after training, when a pattern is wrong
     eval_patterns = _as_patterns(getattr(fn_args, "eval_files", None))
     if eval_patterns:
-        list_record_files(eval_patterns)
+        find_shards(eval_patterns)
     settings = parse_custom_config(getattr(fn_args, "custom_config", None))
-    train_steps = getattr(fn_args, "train_steps", None)
-    plan = plan_steps(train_steps, settings.config, settings.options["steps_per_epoch"])
-    config = settings.config.replace(epochs=plan.epochs, warmup_epochs=plan.warmup_epochs,
-                                     steps_per_epoch=plan.steps_per_epoch)
+    options = settings.options
+    plan = training.plan_steps(getattr(fn_args, "train_steps", None), settings.config, options["steps_per_epoch"])
     if plan.note:
         LOG.warning(plan.note)
-    strategy = distributed.make_strategy(config.strategy)
+    config = settings.config.replace(epochs=plan.epochs, warmup_epochs=plan.warmup_epochs,
+                                     steps_per_epoch=plan.steps_per_epoch)
     remote = _is_remote(model_run_dir)
     local_run = tempfile.mkdtemp(prefix="fra-tfx-run-") if remote else model_run_dir
     try:
-        with distributed.chief_output_dir(local_run) as write_dir:
-            summary = _train_and_export(fn_args, config, settings.options, plan, strategy, write_dir,
-                                        tb_dir=model_run_dir, chief=distributed.is_chief(),
-                                        serving_model_dir=serving_model_dir)
-        if remote and distributed.is_chief():
+        run = training.train(
+            config, local_run, steps_per_epoch=plan.steps_per_epoch, resume=True,   # a rerun resumes
+            options=training.RunOptions(checkpoint_every=options["checkpoint_every"], log_every=0,
+                                        tensorboard_dir=model_run_dir, verbose=options["verbose"]),
+            data={"data_dir": train_patterns, "image_key": options["image_key"],
+                  "shuffle_buffer": options["shuffle_buffer"]},
+            source=f"TFRecord files {train_patterns}", log=LOG.info,
+            after_fit=lambda run: _evaluate_and_export(run, fn_args, eval_patterns, plan, options))
+        if remote and run.chief:
             _upload(local_run, model_run_dir)
-        return summary
+        return run.summary
     finally:
         if remote:
             shutil.rmtree(local_run, ignore_errors=True)
 
 
-def _train_and_export(fn_args, config, options, plan, strategy, run_dir, tb_dir, chief, serving_model_dir):
-    import keras
-
-    from fra_keras import callbacks as fra_callbacks
-    from fra_keras import distributed
+def _evaluate_and_export(run, fn_args, eval_patterns, plan, options) -> dict:
+    """The engine's `after_fit` hook: the validation loss (every worker), then on the chief the
+    fra_keras export and the TFX serving model. Returns the entries it adds to the run summary."""
+    from fra_keras import data as fra_data
     from fra_keras import export
-    from fra_keras.models.fra import FRA
 
-    os.makedirs(run_dir, exist_ok=True)
-    if not chief:
-        tb_dir = os.path.join(run_dir, "tensorboard")
-    config.to_json(os.path.join(run_dir, "config.json"))
-    keras.utils.set_random_seed(config.seed)
-    train_ds = two_view_dataset(_as_patterns(fn_args.train_files), config, image_key=options["image_key"],
-                                shuffle_buffer=options["shuffle_buffer"])
-    with strategy.scope():
-        model = FRA(config)
-        model.compile(steps_per_epoch=plan.steps_per_epoch)
-    checkpoints = os.path.join(run_dir, "checkpoints")
-    initial_epoch = 0
-    folder, state = fra_callbacks.latest_checkpoint(checkpoints)
-    if folder is not None:
-        fra_callbacks.restore_checkpoint(model, folder)
-        initial_epoch = min(int(state["epoch"]), plan.epochs)
-        LOG.info("resumed from %s (epoch %d, step %d)", folder, initial_epoch, state["step"])
-    LOG.info("FRA %s: %s, %d px, global batch %d; %d epochs x %d steps (warm-up %d epochs); %s",
-             config.preset, config.backbone, config.image_size, config.batch_size, plan.epochs,
-             plan.steps_per_epoch, plan.warmup_epochs, distributed.describe(strategy))
-    guard = fra_callbacks.NonFiniteLossGuard()
-    history = fra_callbacks.HistoryCSV(os.path.join(run_dir, "history.csv"), append=initial_epoch > 0)
-    history.initial_epoch = initial_epoch
-    cbs = [guard, fra_callbacks.AtomicCheckpoint(checkpoints, every_epochs=options["checkpoint_every"], guard=guard,
-                                                 chief_only=False),
-           history, keras.callbacks.TensorBoard(tb_dir, write_graph=False, update_freq="epoch")]
-    start = time.time()
-    if initial_epoch < plan.epochs:
-        model.fit(train_ds, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch, initial_epoch=initial_epoch,
-                  callbacks=cbs, verbose=options["verbose"], shuffle=False)
-    if guard.failure:
-        raise fra_callbacks.NonFiniteLossError(guard.failure)
-    train_seconds = time.time() - start
-    step = int(model.optimizer.iterations.numpy())
-
-    eval_results = None
-    eval_patterns = _as_patterns(getattr(fn_args, "eval_files", None))
+    config, model, step = run.config, run.model, run.summary["steps_run"]
+    extra = {"train_steps": getattr(fn_args, "train_steps", None), "warmup_epochs": plan.warmup_epochs,
+             "eval": None}
     if eval_patterns:
         eval_steps = getattr(fn_args, "eval_steps", None) or None
-        eval_ds = two_view_dataset(eval_patterns, config, image_key=options["image_key"], training=False,
-                                   seed=config.seed + 1, repeat=eval_steps is not None)
+        # The same pipeline in a fixed order with fixed view seeds: the same batches on every call.
+        eval_ds = fra_data.pretraining_dataset(config.replace(seed=config.seed + 1), data_dir=eval_patterns,
+                                               image_key=options["image_key"], shuffle=False,
+                                               repeat=eval_steps is not None)
         raw = model.evaluate(eval_ds, steps=eval_steps, return_dict=True, verbose=0)
-        eval_results = {k: float(v) for k, v in raw.items()}
-        eval_results["steps"] = eval_steps
+        results = {k: float(v) for k, v in raw.items()}
         LOG.info("validation (%s batches of %d): %s", eval_steps or "one pass", config.batch_size,
-                 ", ".join(f"{k}={v:.4f}" for k, v in eval_results.items() if k != "steps"))
-        _log_eval(tb_dir, {k: v for k, v in eval_results.items() if k != "steps"}, step)
-        _atomic_json(os.path.join(run_dir, "eval_results.json"), {**eval_results, "step": step})
-
-    logs = getattr(getattr(model, "history", None), "history", None) or {}
-    summary = {"train_steps": getattr(fn_args, "train_steps", None), "steps_run": step,
-               "epochs": plan.epochs, "steps_per_epoch": plan.steps_per_epoch, "warmup_epochs": plan.warmup_epochs,
-               "train_seconds": round(train_seconds, 1), "final": {k: float(v[-1]) for k, v in logs.items() if v},
-               "eval": eval_results}
-    if not chief:
-        return summary
-
-    fra_callbacks.save_model_files(model, run_dir)
+                 ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
+        _log_eval(run.tensorboard_dir, results, step)
+        extra["eval"] = {**results, "steps": eval_steps}
+        _atomic_json(os.path.join(run.write_dir, "eval_results.json"), {**extra["eval"], "step": step})
+    if not run.chief:
+        return extra
     name = options["export_name"]
-    result = export.export_model(model, output_dir=os.path.join(run_dir, "export"), name=name,
+    result = export.export_model(model, output_dir=os.path.join(run.write_dir, "export"), name=name,
                                  formats=("savedmodel",), saved_model_cli=bool(options["saved_model_cli"]),
                                  log=LOG.info)
-    summary["export"] = result.paths["savedmodel"]
-    report = write_serving_model(result.paths["savedmodel"], serving_model_dir, model_name=name,
-                                 extra_info={"eval": eval_results, "training": {k: summary[k] for k in (
+    extra["export"] = result.paths["savedmodel"]
+    done = {**run.summary, **extra}
+    report = write_serving_model(result.paths["savedmodel"], fn_args.serving_model_dir, model_name=name,
+                                 extra_info={"eval": extra["eval"], "training": {k: done[k] for k in (
                                      "train_steps", "steps_run", "epochs", "steps_per_epoch", "warmup_epochs")}},
                                  saved_model_cli=bool(options["saved_model_cli"]))
-    summary["serving_model_dir"] = serving_model_dir
-    summary["serving_checks"] = report["checks"]
-    _atomic_json(os.path.join(run_dir, "summary.json"), summary)
-    LOG.info("serving model written to %s (signatures %s)", serving_model_dir, ", ".join(TFX_SIGNATURES))
-    return summary
+    extra.update(serving_model_dir=fn_args.serving_model_dir, serving_checks=report["checks"])
+    LOG.info("serving model written to %s (signatures %s)", fn_args.serving_model_dir, ", ".join(TFX_SIGNATURES))
+    return extra

@@ -11,18 +11,21 @@ A run folder (`--output-dir`, default `runs/<timestamp>`) holds: config.json, hi
 epoch, every metric), tensorboard/, checkpoints/ (atomic, resumable), and at the end model.keras (the
 full model: online + target + predictors, loads without custom_objects) and backbone.weights.h5 (the
 online ResNet alone, what downstream tasks use).
+
+This module is the command line only: flags -> `FRAConfig`, checks that answer mistakes in one line
+before TensorFlow loads, and the closing advice. The run itself (strategy, resume, callbacks, `fit`,
+saving, summary) is `fra_keras.training.train`, which the TFX Trainer module uses too.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 from fra_keras import cli_utils
-from fra_keras.config import ConfigError, FRAConfig, atomic_write_text
+from fra_keras.config import ConfigError, FRAConfig
 
 EPILOG = """\
 operational advice:
@@ -130,7 +133,7 @@ def scan_data_dir(data_dir) -> str | None:
                           "face images (any nesting) or of TFRecord shards")
     if not os.path.isdir(data_dir):
         raise ConfigError(f"--data-dir {data_dir!r} is a file, not a folder of face images or TFRecord shards")
-    if any(".tfrecord" in name for name in os.listdir(data_dir)):
+    if any("tfrecord" in name for name in os.listdir(data_dir)):   # as fra_keras.data.shard.has_shards
         return "shards"
     for _, _, files in os.walk(data_dir, followlinks=True):
         if any(f.lower().endswith(_IMAGE_EXTENSIONS) for f in files):
@@ -206,112 +209,23 @@ def run(args) -> int:
         source = _check_data(config)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         cli_utils.fail(str(e))
-    from fra_keras import distributed
+    from fra_keras import training
+    from fra_keras.callbacks import NonFiniteLossError
 
-    # The strategy first: MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
+    options = training.RunOptions(
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        tensorboard_dir=None if args.no_tensorboard else os.path.join(output_dir, "tensorboard"),
+        log_every=args.log_every, monitor_every=args.monitor_every, heatmap_every=args.heatmap_every,
+        verbose=progress_verbosity(args.verbose))
     try:
-        strategy = distributed.make_strategy(config.strategy)
-    except ValueError as e:
+        run = training.train(config, output_dir, steps_per_epoch=steps_per_epoch, resume=resuming,
+                             options=options, source=source)
+    except ConfigError as e:      # the strategy cannot be made (e.g. multi-worker without TF_CONFIG)
         cli_utils.fail(str(e))
-    # Only the chief keeps artefacts; other workers write to a temporary folder, deleted at the end.
-    with distributed.chief_output_dir(output_dir) as write_dir:
-        return _train(args, config, output_dir, write_dir, resuming, steps_per_epoch, source, strategy)
-
-
-def _train(args, config, output_dir, write_dir, resuming, steps_per_epoch, source, strategy) -> int:
-    """Build, (resume,) fit and save. Checkpoints are read from `output_dir` (on a shared file system
-    for multi-worker resume) and everything is written to `write_dir` (`output_dir` on the chief)."""
-    import keras
-
-    from fra_keras import callbacks as fra_callbacks
-    from fra_keras import data as fra_data
-    from fra_keras import distributed
-    from fra_keras.models.fra import FRA
-
-    checkpoints = os.path.join(output_dir, "checkpoints")
-    os.makedirs(write_dir, exist_ok=True)
-    config.to_json(os.path.join(write_dir, "config.json"))
-    keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
-        model = FRA(config)
-        model.compile(steps_per_epoch=steps_per_epoch)
-    initial_epoch = 0
-    if resuming:
-        folder, state = fra_callbacks.latest_checkpoint(checkpoints)
-        if folder is None:
-            print(f"note: {checkpoints} has no checkpoint yet; starting from scratch")
-        else:
-            fra_callbacks.restore_checkpoint(model, folder)
-            initial_epoch = int(state["epoch"])
-            print(f"resumed from {folder} (epoch {initial_epoch}, step {state['step']})")
-    if initial_epoch >= config.epochs:
-        print(f"nothing to do: {initial_epoch} of {config.epochs} epochs already done")
-    n_params = sum(int(v.shape.num_elements()) for v in model.optimized_variables)
-    print(f"FRA {config.preset}: {config.backbone} (width {config.backbone_width}, stride {config.output_stride}), "
-          f"{config.image_size}px -> {config.feature_grid}x{config.feature_grid} grid, K={config.num_regions}, "
-          f"{n_params / 1e6:.2f}M trainable params")
-    print(f"data: {source}; global batch {config.batch_size}, {steps_per_epoch} steps x {config.epochs} epochs; "
-          f"{distributed.describe(strategy)}, {config.precision}, "
-          f"XLA {'on' if model.jit_compile else 'off'}")
-    print(f"output: {output_dir}" + ("" if write_dir == output_dir else
-                                     " (written by the chief; this worker's files go to a temporary folder)"))
-
-    if distributed.in_multi_worker_mode(strategy):
-        # One input pipeline per worker, each reading its own share of the source and producing
-        # per-replica batches (instead of every worker building every global batch and dropping the
-        # other workers' part, tf.data's DATA auto-sharding).
-        dataset = strategy.distribute_datasets_from_function(
-            lambda context: fra_data.pretraining_dataset(config, input_context=context))
-    else:
-        dataset = fra_data.pretraining_dataset(config)
-    guard = fra_callbacks.NonFiniteLossGuard()
-    monitor = []
-    if args.monitor_every:
-        from fra_keras.monitor import RegionMonitor
-
-        monitor = [RegionMonitor(config, every_steps=args.monitor_every, seed=config.seed,
-                                 csv_path=os.path.join(write_dir, "monitor.csv"),
-                                 log_dir=None if args.no_tensorboard else os.path.join(write_dir, "tensorboard"))]
-    steps = fra_callbacks.StepCounter()
-    history = fra_callbacks.HistoryCSV(os.path.join(write_dir, "history.csv"), append=resuming)
-    history.initial_epoch = initial_epoch
-    # The monitor comes before HistoryCSV: it adds its latest values to each epoch's logs. The history
-    # row is written before the checkpoint: a crash between the two leaves a row for an epoch that will
-    # be re-run (dropped on resume), never a checkpoint whose epoch has no row.
-    cbs = [guard, steps, *monitor, history,
-           fra_callbacks.AtomicCheckpoint(os.path.join(write_dir, "checkpoints"), every_epochs=args.checkpoint_every,
-                                          keep=args.keep_checkpoints, guard=guard, chief_only=False)]
-    if not args.no_tensorboard:
-        cbs.append(fra_callbacks.StepTensorBoard(os.path.join(write_dir, "tensorboard"), log_every=args.log_every))
-        if args.heatmap_every and config.region_losses:
-            try:
-                from fra_keras.visualize import HeatmapCallback
-            except ImportError:
-                HeatmapCallback = None
-            if HeatmapCallback is not None:
-                cbs.append(HeatmapCallback(os.path.join(write_dir, "tensorboard"), config,
-                                           every_epochs=args.heatmap_every))
-    start = time.time()
-    if initial_epoch < config.epochs:
-        model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
-                  callbacks=cbs, verbose=progress_verbosity(args.verbose))
-    if guard.failure:
-        print(f"error: {guard.failure}", file=sys.stderr)
+    except (NonFiniteLossError, training.InputExhaustedError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
-    expected = max(config.epochs - initial_epoch, 0) * steps_per_epoch
-    if steps.count < expected:
-        print(f"error: {_ran_out_message(config, steps.count, expected)}", file=sys.stderr)
-        return 1
-    fra_callbacks.save_model_files(model, write_dir)
-    summary = {"seconds": round(time.time() - start, 1), "epochs": config.epochs,
-               "steps_per_epoch": steps_per_epoch, "final": _last_history_row(write_dir)}
-    atomic_write_text(os.path.join(write_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
-    # Every worker prints the digest of its final weights: they must agree in a multi-worker run.
-    print(f"weights digest: {distributed.weights_digest(model)}")
-    where = (f"{output_dir}/model.keras, {output_dir}/backbone.weights.h5" if write_dir == output_dir
-             else "this worker's copies are discarded, the chief writes the run folder")
-    print(f"done in {summary['seconds']:.0f}s: {where}")
-    if write_dir == output_dir:
+    if run.chief:
         print(what_next(output_dir, tensorboard=not args.no_tensorboard))
     return 0
 
@@ -326,34 +240,6 @@ def what_next(run_dir: str, tensorboard: bool = True) -> str:
     if tensorboard:
         lines.append(f"  tensorboard --logdir {os.path.join(run_dir, 'tensorboard')}")
     return "\n".join(lines)
-
-
-def _ran_out_message(config: FRAConfig, done: int, expected: int) -> str:
-    """Why training stopped early: the input ended (for a folder: how many files cannot be decoded)."""
-    text = f"training ran out of input after {done} of {expected} optimiser steps"
-    if config.data_dir and "://" not in config.data_dir:
-        from fra_keras.data.shard import has_shards
-
-        if not has_shards(config.data_dir):
-            from fra_keras.data.folders import check_images, list_images
-
-            paths = list_images(config.data_dir)
-            good, bad = check_images(paths)
-            text += (f": --data-dir {config.data_dir!r} has {len(bad)} of {len(paths)} image files that cannot "
-                     f"be decoded ({len(good)} usable, batch size {config.batch_size})")
-            return text + "; no model was saved"
-    return text + f" (data: {config.data_dir or 'synthetic faces'}); no model was saved"
-
-
-def _last_history_row(output_dir):
-    import csv
-
-    path = os.path.join(output_dir, "history.csv")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return {k: float(v) for k, v in rows[-1].items() if v not in ("", "NA")} if rows else {}
 
 
 def main(argv=None) -> int:

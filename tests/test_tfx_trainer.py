@@ -97,27 +97,11 @@ def test_custom_config_nested_flat_and_errors(trainer):
         trainer.parse_custom_config({"preset": "tiny", "batch_size": -1})
 
 
-def test_step_plan_matches_train_steps(trainer):
-    from fra_keras.config import ConfigError, FRAConfig
-
-    paper = FRAConfig()                                    # 50 epochs, 10 of warm-up
-    plan = trainer.plan_steps(307000, paper)
-    assert (plan.epochs, plan.steps_per_epoch, plan.warmup_epochs, plan.note) == (50, 6140, 10, "")
-    plan = trainer.plan_steps(1000, paper, steps_per_epoch=300)   # 250 divides 1000
-    assert (plan.epochs, plan.steps_per_epoch, plan.total_steps, plan.warmup_epochs) == (4, 250, 1000, 1)
-    plan = trainer.plan_steps(997, paper, steps_per_epoch=100)    # prime: rounded up, said so
-    assert (plan.steps_per_epoch, plan.total_steps) == (100, 1000) and "997" in plan.note
-    assert trainer.plan_steps(3, FRAConfig.from_preset("tiny")).total_steps == 3
-    assert trainer.plan_steps(None, FRAConfig.from_preset("tiny")).total_steps == 6 * 25
-    with pytest.raises(ConfigError, match="train_steps"):
-        trainer.plan_steps(None, paper)
-
-
 def test_missing_inputs_fail_before_training(trainer, tmp_path):
     args = dict(train_files=[str(tmp_path / "nothing-*")], eval_files=None, train_steps=1, eval_steps=None,
                 custom_config={"preset": "tiny"}, model_run_dir=str(tmp_path / "run"),
                 serving_model_dir=str(tmp_path / "serving"))
-    with pytest.raises(ValueError, match="match no TFRecord file"):
+    with pytest.raises(ValueError, match="matches no TFRecord file"):
         trainer.run_fn(types.SimpleNamespace(**args))
     with pytest.raises(ValueError, match="serving_model_dir"):
         trainer.run_fn(types.SimpleNamespace(**{**args, "serving_model_dir": None}))
@@ -128,16 +112,32 @@ def test_missing_inputs_fail_before_training(trainer, tmp_path):
     assert not os.path.exists(tmp_path / "serving") and not os.path.exists(tmp_path / "run")
 
 
-def test_eval_batches_are_reproducible_and_gzip_is_read(trainer, tmp_path):
-    from fra_keras.config import FRAConfig
+def test_eval_batches_are_reproducible_and_gzip_is_read(tmp_path):
+    """run_fn's evaluation input: the project pipeline in a fixed order, GZIP files, another image key."""
+    import tensorflow as tf
 
-    _, eval_dir, _ = write_data(tmp_path)
+    from fra_keras.config import FRAConfig
+    from fra_keras.data import pretraining_dataset
+
+    _, eval_dir, records = write_data(tmp_path)
     config = FRAConfig.from_preset("tiny", **TINY)
-    first, second = (next(iter(trainer.two_view_dataset([str(eval_dir / "*")], config, training=False,
-                                                         repeat=False))) for _ in range(2))
+    read = lambda patterns, key="image": next(iter(pretraining_dataset(    # noqa: E731
+        config, data_dir=patterns, image_key=key, shuffle=False, repeat=False)))
+    first, second = read([str(eval_dir / "*")]), read([str(eval_dir / "*")])
     assert first["view1"].shape == (4, 64, 64, 3)
     np.testing.assert_array_equal(first["view1"].numpy(), second["view1"].numpy())
     assert not np.allclose(first["view1"].numpy(), first["view2"].numpy())
+    # The same images under another feature name, uncompressed: the same batch.
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    with tf.io.TFRecordWriter(str(renamed / "data_tfrecord-00000-of-00001")) as w:
+        for r in records:
+            example = tf.train.Example.FromString(r)
+            example.features.feature["picture"].CopyFrom(example.features.feature["image"])
+            del example.features.feature["image"]
+            w.write(example.SerializeToString())
+    other = read([str(renamed)], key="picture")
+    np.testing.assert_array_equal(first["view1"].numpy(), other["view1"].numpy())
 
 
 # The shared run -----------------------------------------------------------------------------------
@@ -220,3 +220,37 @@ def test_verify_serving_model_detects_a_wrong_reference(run, trainer, tmp_path):
         np.savez(f, **arrays)
     with pytest.raises(export.VerificationError, match="serve_images_vs_keras: embedding"):
         trainer.verify_serving_model(str(copy))
+
+
+def test_pretrain_cli_on_the_same_shards_trains_the_same_model(run, tmp_path):
+    """run_fn and `python -m fra_keras.pretrain` are adapters over one engine (fra_keras.training.train)
+    reading through one pipeline: the same config and shards give the same run folder and the same
+    numbers, epoch by epoch."""
+    import csv
+
+    from fra_keras import pretrain
+    from fra_keras.config import FRAConfig
+
+    tfx_dir, cli_dir = run["fn_args"].model_run_dir, str(tmp_path / "cli")
+    tfx_config = FRAConfig.from_json(os.path.join(tfx_dir, "config.json"))
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    assert pretrain.main(flags + ["--epochs", str(tfx_config.epochs), "--steps-per-epoch", "1",
+                                  "--warmup-epochs", str(tfx_config.warmup_epochs),
+                                  "--data-dir", str(run["root"] / "shards"), "--output-dir", cli_dir,
+                                  "--monitor-every", "0", "--heatmap-every", "0", "--verbose", "0"]) == 0
+    cli_config = FRAConfig.from_json(os.path.join(cli_dir, "config.json"))
+    assert cli_config.replace(data_dir=None) == tfx_config
+    for name in ("model.keras", "backbone.weights.h5", "summary.json", "checkpoints/latest",
+                 "checkpoints/epoch-0002/model.weights.h5"):
+        assert os.path.isfile(os.path.join(cli_dir, name)) and os.path.isfile(os.path.join(tfx_dir, name)), name
+    rows = []
+    for folder in (tfx_dir, cli_dir):
+        with open(os.path.join(folder, "history.csv")) as f:
+            rows.append(list(csv.DictReader(f)))
+    assert list(rows[0][0]) == list(rows[1][0])                        # the same columns
+    for tfx_row, cli_row in zip(*rows):
+        for key in tfx_row:
+            np.testing.assert_allclose(float(cli_row[key]), float(tfx_row[key]), rtol=1e-5, err_msg=key)
+    with open(os.path.join(cli_dir, "summary.json")) as f:
+        cli_summary = json.load(f)
+    assert cli_summary["steps_run"] == run["summary"]["steps_run"] == 2

@@ -2,8 +2,9 @@
 
 Sources, in order of precedence:
 
-1. `data_dir` (argument, else `config.data_dir`) holding `*.tfrecord*` files -> TFRecord shards
-   (`fra_keras.data.shard`); auto-shard policy FILE (each worker reads its own files).
+1. `data_dir` (argument, else `config.data_dir`) holding `*tfrecord*` files, or a list of folders /
+   glob patterns -> TFRecord shards (`fra_keras.data.shard`); auto-shard policy FILE (each worker reads
+   its own files).
 2. `data_dir` otherwise -> an image folder (`fra_keras.data.folders`); auto-shard policy DATA.
 3. No `data_dir` -> built-in synthetic faces: `config.synthetic_samples` distinct faces rendered once at
    `config.synthetic_size`, cached in memory, reshuffled and re-augmented every epoch; policy DATA.
@@ -58,13 +59,15 @@ def num_examples(data_dir: str) -> int:
 def pretraining_dataset(config, data_dir: Optional[str] = None, *, batch_size: Optional[int] = None,
                         shuffle_buffer: Optional[int] = None, repeat: bool = True,
                         deterministic: Optional[bool] = None, input_context=None,
-                        num_parallel_calls=AUTO) -> tf.data.Dataset:
+                        num_parallel_calls=AUTO, shuffle: bool = True,
+                        image_key: str = "image") -> tf.data.Dataset:
     """Two-view batches for FRA pre-training (see the module docstring).
 
     Args:
       config: `FRAConfig` (image_size, batch_size, augmentation fields, mean/std, data_dir,
         synthetic_size, synthetic_samples, seed).
-      data_dir: overrides `config.data_dir`: an image folder or a folder of TFRecord shards.
+      data_dir: overrides `config.data_dir`: an image folder, a folder of TFRecord shards, or a list of
+        folders / glob patterns of TFRecord files (`shard.find_shards`).
       batch_size: GLOBAL batch (default `config.batch_size`); batches drop the remainder. With
         `input_context` (`strategy.distribute_datasets_from_function`) the per-replica batch is used.
       shuffle_buffer: records (shards) or images (synthetic) in the shuffle buffer; folders always
@@ -74,6 +77,8 @@ def pretraining_dataset(config, data_dir: Optional[str] = None, *, batch_size: O
       deterministic: order of parallel maps (None: tf.data default, deterministic).
       input_context: a `tf.distribute.InputContext`; the source is then split per input pipeline
         explicitly and auto-sharding is turned off.
+      shuffle: False reads the source in a fixed order (evaluation batches: the same on every call).
+      image_key: the tf.Example feature holding the encoded image (TFRecord files).
     """
     data_dir = data_dir or config.data_dir
     global_batch = int(batch_size or config.batch_size)
@@ -86,14 +91,14 @@ def pretraining_dataset(config, data_dir: Optional[str] = None, *, batch_size: O
         batch = input_context.get_per_replica_batch_size(global_batch)
 
     policy = tf.data.experimental.AutoShardPolicy
-    if data_dir and has_shards(data_dir):
-        ds = tfrecord_dataset(data_dir, shuffle=True, seed=config.seed,
+    if data_dir and (isinstance(data_dir, (list, tuple)) or has_shards(data_dir)):
+        ds = tfrecord_dataset(data_dir, shuffle=shuffle, seed=config.seed, image_key=image_key,
                               shuffle_buffer=shuffle_buffer or DEFAULT_RECORD_SHUFFLE, repeat=repeat,
                               num_parallel_calls=num_parallel_calls, deterministic=deterministic,
                               num_shards=num_shards, shard_index=shard_index)
         shard_policy = policy.FILE
     elif data_dir:
-        ds = image_folder_dataset(data_dir, shuffle=True, seed=config.seed, skip_unreadable=True,
+        ds = image_folder_dataset(data_dir, shuffle=shuffle, seed=config.seed, skip_unreadable=True,
                                   paths=list_images(data_dir), num_shards=num_shards,
                                   shard_index=shard_index, num_parallel_calls=num_parallel_calls,
                                   deterministic=deterministic)
@@ -103,7 +108,8 @@ def pretraining_dataset(config, data_dir: Optional[str] = None, *, batch_size: O
     else:
         ds = synthetic_source(config, num_shards, shard_index, num_parallel_calls)
         buffer = min(int(shuffle_buffer or DEFAULT_IMAGE_SHUFFLE), int(config.synthetic_samples))
-        ds = ds.shuffle(max(buffer, 1), seed=config.seed, reshuffle_each_iteration=True)
+        if shuffle:
+            ds = ds.shuffle(max(buffer, 1), seed=config.seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
         shard_policy = policy.DATA

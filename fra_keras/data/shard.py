@@ -49,30 +49,43 @@ def features_filename(name: str) -> str:
     return f"{name}.features.json"
 
 
-def find_shards(pattern_or_dir: str) -> List[str]:
-    """Sorted TFRecord files of a folder (`*.tfrecord*`) or a glob pattern; ValueError if none."""
-    if not isinstance(pattern_or_dir, (str, os.PathLike)):
+def find_shards(pattern_or_dir) -> List[str]:
+    """Sorted TFRecord files of a folder or a glob pattern, or of a list of them; ValueError if none.
+
+    A folder gives its files whose name contains `tfrecord` (the `NAME-*-of-*.tfrecord` shards written
+    here, TFX ExampleGen's `data_tfrecord-*.gz`); a pattern gives what it matches. JSON files (the
+    shards' `NAME.features.json`), hidden and `_*` files and unfinished `*.partial-*` files are skipped.
+    """
+    patterns = ([pattern_or_dir] if isinstance(pattern_or_dir, (str, os.PathLike))
+                else list(pattern_or_dir) if isinstance(pattern_or_dir, (list, tuple)) else None)
+    if not patterns or not all(isinstance(p, (str, os.PathLike)) for p in patterns):
         raise ValueError(f"pattern_or_dir={pattern_or_dir!r} must be a folder or a glob pattern of "
-                         "TFRecord files")
-    pattern_or_dir = os.fspath(pattern_or_dir)
-    pattern = (os.path.join(pattern_or_dir, "*.tfrecord*") if tf.io.gfile.isdir(pattern_or_dir)
-               else pattern_or_dir)
-    files = sorted(tf.io.gfile.glob(pattern))
+                         "TFRecord files, or a list of them")
+    files = set()
+    for pattern in map(os.fspath, patterns):
+        glob = os.path.join(pattern, "*tfrecord*") if tf.io.gfile.isdir(pattern) else pattern
+        files.update(f for f in tf.io.gfile.glob(glob) if _is_record_file(f))
     if not files:
         raise ValueError(f"pattern_or_dir={pattern_or_dir!r} matches no TFRecord file; expected a folder "
                          "of *.tfrecord shards (python -m fra_keras.data.shard) or a glob pattern")
-    return files
+    return sorted(files)
+
+
+def _is_record_file(path: str) -> bool:
+    name = os.path.basename(path.rstrip("/"))
+    return not (name.startswith((".", "_")) or name.endswith(".json") or ".partial-" in name)
 
 
 def has_shards(data_dir: str) -> bool:
-    """True if `data_dir` is a folder holding `*.tfrecord*` files, or a glob pattern of such files."""
+    """True if `data_dir` is a folder holding TFRecord files (a name containing `tfrecord`, as in
+    `find_shards`), or a glob pattern of such files."""
     if not data_dir:
         return False
     data_dir = os.fspath(data_dir)
     if tf.io.gfile.isdir(data_dir):
-        return bool(tf.io.gfile.glob(os.path.join(data_dir, "*.tfrecord*")))
+        return bool(tf.io.gfile.glob(os.path.join(data_dir, "*tfrecord*")))
     if any(c in data_dir for c in "*?["):
-        return any(".tfrecord" in os.path.basename(f) for f in tf.io.gfile.glob(data_dir))
+        return any("tfrecord" in os.path.basename(f) for f in tf.io.gfile.glob(data_dir))
     return False
 
 
@@ -269,11 +282,12 @@ def tfrecord_dataset(pattern_or_dir: str, *, labels: Union[bool, Sequence[str]] 
                      shuffle_buffer: int = 1024, repeat: bool = False, cycle_length: Optional[int] = None,
                      num_parallel_calls=tf.data.AUTOTUNE, deterministic: Optional[bool] = None,
                      num_shards: int = 1, shard_index: int = 0,
-                     skip_unreadable: bool = False) -> tf.data.Dataset:
+                     skip_unreadable: bool = False, image_key: str = "image") -> tf.data.Dataset:
     """Decoded uint8 (H, W, 3) images from TFRecord shards; with `labels`, dicts {"image", labels...}.
 
     Args:
-      pattern_or_dir: a folder (all `*.tfrecord*` in it) or a glob pattern.
+      pattern_or_dir: a folder, a glob pattern, or a list of them (`find_shards`). Files named `*.gz`
+        are read as GZIP (TFX ExampleGen's output).
       labels: False (images only), True (every label feature) or a list of label names.
       image_size: resize to (image_size, image_size) after decoding.
       shuffle: shuffle the file order (`list_files`, reshuffled each pass) and the records
@@ -284,6 +298,7 @@ def tfrecord_dataset(pattern_or_dir: str, *, labels: Union[bool, Sequence[str]] 
       skip_unreadable: drop records whose image cannot be decoded (logged by TF) instead of failing.
         Off by default: `ignore_errors` blocks tf.data's FILE auto-sharding, and shards written by
         this module hold only images that decoded at write time.
+      image_key: the feature holding the encoded image.
     """
     files = find_shards(pattern_or_dir)
     if num_shards > 1 and len(files) < num_shards:
@@ -298,7 +313,7 @@ def tfrecord_dataset(pattern_or_dir: str, *, labels: Union[bool, Sequence[str]] 
                 raise ValueError(f"labels={list(labels)!r}: {missing} not in the shards; "
                                  f"available: {sorted(spec)}")
             spec = {k: spec[k] for k in labels}
-    features = {"image": tf.io.FixedLenFeature([], tf.string)}
+    features = {image_key: tf.io.FixedLenFeature([], tf.string)}
     for key, s in spec.items():
         size = int(np.prod(s["shape"])) if s["shape"] else 1
         dtype = {"int64": tf.int64, "float32": tf.float32}.get(s["kind"], tf.string)
@@ -313,7 +328,12 @@ def tfrecord_dataset(pattern_or_dir: str, *, labels: Union[bool, Sequence[str]] 
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     cycle = cycle_length or min(len(files), 16)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle, block_length=1,
+    reader = tf.data.TFRecordDataset
+    if any(f.endswith(".gz") for f in files):
+        def reader(path):
+            gzip = tf.strings.regex_full_match(path, r".*\.gz")
+            return tf.data.TFRecordDataset(path, compression_type=tf.where(gzip, "GZIP", ""))
+    ds = ds.interleave(reader, cycle_length=cycle, block_length=1,
                        num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     if shuffle and shuffle_buffer and shuffle_buffer > 1:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -322,7 +342,7 @@ def tfrecord_dataset(pattern_or_dir: str, *, labels: Union[bool, Sequence[str]] 
 
     def parse(record):
         ex = tf.io.parse_single_example(record, features)
-        image = decode_image(ex["image"], image_size)
+        image = decode_image(ex[image_key], image_size)
         if not spec:
             return image
         out = {"image": image}
