@@ -581,7 +581,7 @@ def check_data_layout(spec: str, task: str):
     TensorFlow start-up. The data is read again, the usual way, by `run`."""
     import warnings
 
-    from fra_keras.data.readers import DataFormatError
+    from fra_keras.data.records import DataFormatError
     from fra_keras.downstream import data as task_data
 
     layout, path = task_data.check_spec(spec, task)
@@ -625,7 +625,7 @@ def main(argv=None) -> int:
     args.verbose = cli_utils.progress_verbosity(args.verbose)
     cli_utils.quiet_tensorflow()
     from fra_keras.config import ConfigError
-    from fra_keras.data.readers import DataFormatError
+    from fra_keras.data.records import DataFormatError
 
     try:
         report = run(args)
