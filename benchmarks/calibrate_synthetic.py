@@ -65,7 +65,7 @@ def _pixel_probe(task, args, extra_sizes):
 
     from fra_keras.config import FRAConfig
     from fra_keras.downstream.data import load_task_data
-    from fra_keras.evaluate import DEFAULT_EPOCHS, fit_linear_probe, score
+    from fra_keras.downstream.tasks import DEFAULT_EPOCHS, fit_linear_probe, score
 
     config = FRAConfig.from_preset(args.preset)
     data = load_task_data("synthetic", task, config.image_size, *extra_sizes, seed=args.seed)

@@ -136,7 +136,7 @@ def feature_maps(extractor, images, batch_size=64):
 
 def probe(extractor, data, args):
     """Linear probes of one frozen backbone at the CLI's default budget: {metric: value}."""
-    from fra_keras.evaluate import fit_linear_probe, score
+    from fra_keras.downstream.tasks import fit_linear_probe, score
 
     out = {}
     aligned_train, aligned_test = data["aligned"]

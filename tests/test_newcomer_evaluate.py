@@ -52,7 +52,7 @@ def test_piped_progress_is_one_line_per_epoch_with_metric_directions(default_run
 
 
 def test_metric_directions():
-    from fra_keras.evaluate import metric_direction
+    from fra_keras.downstream.tasks import metric_direction
 
     assert metric_direction("wflw_nme") == "lower"
     assert metric_direction("synthetic_failure_rate_10") == "lower"

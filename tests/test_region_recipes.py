@@ -103,7 +103,7 @@ def test_cluster_weight_ramp():
 def test_evaluation_baselines_match_numpy():
     """Every report metric has a direction and a label-only baseline (recomputed here in NumPy)."""
     from fra_keras.downstream.metrics import landmark_nme
-    from fra_keras.evaluate import baselines, metric_direction
+    from fra_keras.downstream.tasks import baselines, metric_direction
 
     rng = np.random.default_rng(2)
     train, test = rng.integers(0, 7, 200), rng.integers(0, 7, 90)

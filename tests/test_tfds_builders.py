@@ -61,7 +61,7 @@ def test_names_are_registered_by_import():
                                            "fra_fer2013", "fra_celeba", "fra_300w", "fra_wflw")
     for name in tfds_builders.BUILDER_NAMES:
         cls = tfds.builder_cls(name)
-        assert cls.__module__ == "fra_keras.data.tfds_builders" and cls.name == name
+        assert cls.__module__.startswith("fra_keras.data.") and cls.name == name
     configs = tfds.builder_cls("fra_synthetic_faces").builder_configs
     assert sorted(configs, key=int) == ["64", "112", "224"]
     assert (configs["64"].image_size, configs["64"].num_train) == (64, 800)

@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from fra_keras.data.labels import CELEBA_ATTRIBUTES, RAFDB_CLASSES  # noqa: F401  (CELEBA_ATTRIBUTES re-exported)
+
 # ---------------------------------------------------------------------------------------------
 # Vocabularies
 # ---------------------------------------------------------------------------------------------
@@ -49,8 +51,8 @@ PART_FLIP = np.arange(len(PART_NAMES), dtype=np.uint8)
 for _a, _b in (("l_brow", "r_brow"), ("l_eye", "r_eye")):
     PART_FLIP[P[_a]], PART_FLIP[P[_b]] = P[_b], P[_a]
 
-#: RAF-DB basic label order (label file value - 1).
-EXPRESSION_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+#: RAF-DB basic label order (label file value - 1; the list is owned by `fra_keras.data.labels`).
+EXPRESSION_NAMES = RAFDB_CLASSES
 
 #: Continuous action-unit intensities in [0, 1], emitted per sample.
 AU_NAMES = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU12", "AU15", "AU16",
@@ -68,8 +70,6 @@ EXPRESSION_PROTOTYPES = {
     "neutral": (),
 }
 
-#: CelebA's 40 attributes in the order of ``list_attr_celeba.txt`` (one list, owned by the readers).
-from fra_keras.data.readers import CELEBA_ATTRIBUTES  # noqa: E402
 #: The attributes the generator renders, with the region that carries each of them; every other
 #: CelebA attribute is -1 ("unknown", to be masked in a loss).
 ATTRIBUTE_REGIONS = {

@@ -4,7 +4,8 @@
 
 Modules: `heads` (feature map -> dict heads, `SoftArgmax2D`), `models` (task models, linear / fine-tune,
 optimiser), `metrics` (pure NumPy), `regions` (heatmap region-awareness metrics), `loading`
-(`load_feature_extractor`), `data` (`--data` specs), `plots` (heatmap pictures). The command line is
+(`load_feature_extractor`), `data` (`--data` specs), `plots` (heatmap pictures), `tasks` (the task
+runners: features, probes, fine-tuning, k-NN, regions, scoring). The command line is
 `python -m fra_keras.evaluate`.
 
 Names are resolved lazily so that importing this package does not load TensorFlow. Loading a saved
@@ -30,7 +31,7 @@ _LAZY = {
     "FeatureExtractor": "fra_keras.downstream.loading",
     "ModelLoadError": "fra_keras.downstream.loading",
 }
-_MODULES = ("heads", "models", "metrics", "regions", "loading", "data", "plots")
+_MODULES = ("heads", "models", "metrics", "regions", "loading", "data", "plots", "tasks")
 
 __all__ = sorted(_LAZY) + list(_MODULES)
 

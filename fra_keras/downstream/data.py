@@ -189,7 +189,7 @@ def _read_layout(layout, path, task):
 
 
 def _wflw_files(path):
-    from fra_keras.data.readers import MissingFileError
+    from fra_keras.data.records import MissingFileError
 
     if os.path.isdir(path):
         folder = os.path.join(path, "WFLW_annotations", "list_98pt_rect_attr_train_test")
@@ -207,7 +207,7 @@ def load_task_data(spec: str, task: str, image_size: int, num_train: Optional[in
                    num_test: Optional[int] = None, seed: int = 0) -> TaskData:
     """Both splits of `spec` for `task` (see the module docstring). `num_train` / `num_test`: how many
     synthetic faces to render, or a cap on a real set (None: all)."""
-    from fra_keras.data.readers import DataFormatError
+    from fra_keras.data.records import DataFormatError
 
     layout, path = check_spec(spec, task)
     if layout == "synthetic":
