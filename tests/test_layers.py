@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+import keras
 import pytest
 from harness import run_layer_test
 
@@ -83,3 +84,47 @@ def test_every_registered_layer_is_tested():
     assert {"MLPHead", "FRANeck", "SoftArgmax2D", "FRA"} <= set(layers)   # the walk does find them
     assert set(layers) - models - tested == set(), "registered layers without a run_layer_test case"
     assert models - set(MODELS_TESTED_ELSEWHERE) == set(), "registered models not listed in MODELS_TESTED_ELSEWHERE"
+
+
+# The harness itself: layers with the faults it exists to catch ---------------------------------------
+class _ForgetfulScale(keras.layers.Layer):
+    """get_config drops `factor`."""
+
+    def __init__(self, factor=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = float(factor)
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {k: v for k, v in super().get_config().items() if k != "factor"}
+
+
+@keras.saving.register_keras_serializable(package="fra_keras_tests")
+class _Float32Inside(keras.layers.Layer):
+    """Its Dense sub-layer ignores the layer's dtype policy."""
+
+    def __init__(self, units=3, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.dense = keras.layers.Dense(self.units)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, x):
+        return self.dense(x)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@pytest.mark.parametrize("layer_cls, kwargs, expected, message", [
+    (_ForgetfulScale, dict(factor=2.0), (B, 3), "lacks __init__ arguments \\['factor'\\]"),
+    (_Float32Inside, dict(units=2), (B, 2), 'dense.*DTypePolicy "float32"'),
+    (_Float32Inside, dict(units=2), (B, 3), "\\(2, 2\\), \\(2, 3\\)"),      # a wrong expected shape
+])
+def test_harness_catches_broken_layers(layer_cls, kwargs, expected, message):
+    with pytest.raises(AssertionError, match=message):
+        run_layer_test(layer_cls, kwargs, (B, 3), expected)
