@@ -248,8 +248,9 @@ def run_layer_test(layer_cls, kwargs, input_shapes, expected_output_shape, *, mi
     if mixed_output_dtypes is None:
         mixed_output_dtypes = keras.tree.map_structure(lambda _: "float16", mixed_outputs)
     assert dtypes == mixed_output_dtypes, (name, dtypes)
+    # float16 rounding (eps 9.8e-4): the layers of tests/test_layers.py differ by at most 7.4e-4 x (1 + max|ref|).
     for m, r in zip(keras.tree.flatten(_numpy(mixed_outputs)), keras.tree.flatten(_numpy(outputs))):
-        np.testing.assert_allclose(m.astype("float32"), r, atol=2e-2 * (1.0 + np.abs(r).max()),
+        np.testing.assert_allclose(m.astype("float32"), r, rtol=0, atol=5e-3 * (1.0 + np.abs(r).max()),
                                    err_msg=f"{name} mixed_float16 vs float32")
     mixed_clone = layer_cls.from_config(mixed.get_config())
     assert {sub.dtype_policy.name for sub in mixed_clone._flatten_layers(include_self=True)} == {MIXED_POLICY}, name
