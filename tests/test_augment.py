@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from harness import tiny_config
 from PIL import Image
 
 from fra_keras.config import FRAConfig
@@ -16,7 +17,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def config():
-    return FRAConfig.from_preset("tiny", image_size=SIZE)
+    return tiny_config(image_size=SIZE)
 
 
 def _binomial_ok(count, n, p, sigmas=4.5):
@@ -286,9 +287,8 @@ def test_full_views_apply_ops_as_decided(config, view):
 
 
 def test_probabilities_come_from_the_config():
-    cfg = FRAConfig.from_preset("tiny", image_size=SIZE, flip_probability=0.0, jitter_probability=1.0,
-                                grayscale_probability=1.0, blur_probability=(0.0, 1.0),
-                                solarize_probability=(1.0, 0.0))
+    cfg = tiny_config(image_size=SIZE, flip_probability=0.0, jitter_probability=1.0, grayscale_probability=1.0,
+                      blur_probability=(0.0, 1.0), solarize_probability=(1.0, 0.0))
     ds = tf.data.Dataset.range(50).map(lambda i: (A.sample_params(cfg, 1, tf.stack([i, i]), 64, 64),
                                                   A.sample_params(cfg, 2, tf.stack([i, i]), 64, 64)))
     p1, p2 = next(iter(ds.batch(50)))

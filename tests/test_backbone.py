@@ -11,6 +11,7 @@ import math
 import keras
 import numpy as np
 import pytest
+from harness import tiny_config
 
 from fra_keras.config import FRAConfig
 from fra_keras.models.backbone import build_backbone, load_backbone, resnet
@@ -320,7 +321,7 @@ def _random_backbone(config, seed):
 
 
 def test_load_backbone_round_trip(tmp_path):
-    config = FRAConfig.from_preset("tiny", backbone_width=8, image_size=64)
+    config = tiny_config()
     model, weights = _random_backbone(config, 6)
     path = tmp_path / "backbone.weights.h5"
     model.save_weights(str(path))
@@ -335,7 +336,7 @@ def test_load_backbone_round_trip(tmp_path):
 
 
 def test_load_backbone_with_explicit_config(tmp_path):
-    config = FRAConfig.from_preset("tiny", backbone="resnet18", backbone_width=16, image_size=64)
+    config = tiny_config(backbone="resnet18", backbone_width=16)
     model, weights = _random_backbone(config, 8)
     path = tmp_path / "w.weights.h5"
     model.save_weights(str(path))

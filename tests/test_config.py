@@ -11,12 +11,11 @@ import json
 import math
 
 import pytest
+from harness import tiny_config, tiny_overrides
 
 from fra_keras.config import PRESETS, ConfigError, FRAConfig, feature_grid
 
-TINY_TEST = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16,
-                 decoder_ffn_dim=16, decoder_heads=2, batch_size=4, steps_per_epoch=5, epochs=2,
-                 warmup_epochs=1)
+SCHEDULE = dict(steps_per_epoch=5, epochs=2, warmup_epochs=1)
 
 
 def torch_out(n, kernel, stride, padding, dilation=1):
@@ -66,10 +65,10 @@ def test_tiny_preset_and_test_config_validate():
     assert tiny.feature_grid == torchvision_grid(tiny.image_size, tiny.output_stride)
     assert tiny.feature_channels == tiny.backbone_width * 8
     assert tiny.decoder_dim == tiny.proj_dim
-    small = FRAConfig.from_preset("tiny", **TINY_TEST)
+    small = tiny_config(**SCHEDULE)   # the tests' tiny model (tests/harness.py)
     assert small.feature_grid == 4 and small.feature_channels == 64
     assert small.total_steps() == 10
-    for name, value in TINY_TEST.items():
+    for name, value in tiny_overrides(**SCHEDULE).items():
         assert getattr(small, name) == value
     assert set(PRESETS) >= {"paper", "tiny"}
 
@@ -95,7 +94,7 @@ def test_total_steps_needs_steps_per_epoch():
 
 
 def test_json_round_trip_through_a_file(tmp_path):
-    c = FRAConfig.from_preset("tiny", **TINY_TEST, crop_scale=(0.3, 0.9), data_dir="/data/x", seed=7)
+    c = tiny_config(**SCHEDULE, crop_scale=(0.3, 0.9), data_dir="/data/x", seed=7)
     path = tmp_path / "config.json"
     text = c.to_json(str(path))
     assert path.read_text().strip() == text

@@ -7,34 +7,19 @@ import sys
 
 import numpy as np
 import pytest
+from harness import save_run, tiny_model
 
 from fra_keras import evaluate
 
-TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-            decoder_heads=2, batch_size=4, steps_per_epoch=2, epochs=1, warmup_epochs=0)
 # Few faces, few epochs: these runs check the plumbing, not the numbers.
 SMALL = ["--image-size", "64", "--train-samples", "24", "--test-samples", "12", "--epochs", "2",
          "--batch-size", "8", "--verbose", "0"]
 
 
-def _save_run(folder, **overrides):
-    """A tiny (untrained) FRA run folder: model.keras, backbone.weights.h5, config.json."""
-    import keras
-
-    from fra_keras.models.fra import FRA
-
-    keras.utils.set_random_seed(0)
-    model = FRA.from_preset("tiny", **dict(TINY, **overrides))
-    os.makedirs(folder, exist_ok=True)
-    model.save(os.path.join(folder, "model.keras"))
-    model.backbone.save_weights(os.path.join(folder, "backbone.weights.h5"))
-    model.config.to_json(os.path.join(folder, "config.json"))
-    return folder
-
-
 @pytest.fixture(scope="module")
-def fra_run(tmp_path_factory):
-    return _save_run(str(tmp_path_factory.mktemp("fra")))
+def fra_run(tiny_fra, tmp_path_factory):
+    """A tiny (untrained) FRA run folder: model.keras, backbone.weights.h5, config.json."""
+    return save_run(tiny_fra, str(tmp_path_factory.mktemp("fra")))["run"]
 
 
 def _run(task, model, tmp_path, *extra):
@@ -158,7 +143,7 @@ def test_data_folder_in_the_wrong_layout(capsys, tmp_path):
 def test_regions_needs_the_region_branch(capsys, fra_run, tmp_path):
     err = _error(capsys, ["regions", "--model", os.path.join(fra_run, "backbone.weights.h5"), *SMALL])
     assert "region branch" in err
-    byol = _save_run(str(tmp_path / "byol"), region_losses=False)
+    byol = save_run(tiny_model(0, region_losses=False), str(tmp_path / "byol"))["run"]
     err = _error(capsys, ["regions", "--model", os.path.join(byol, "model.keras"), *SMALL])
     assert "region_losses=False" in err
     err = _error(capsys, ["regions", "--model", os.path.join(fra_run, "model.keras"), "--data", "rafdb:/x"])

@@ -2,11 +2,10 @@
 atomic writes, overwrite refusal, heads, bare backbones, re-export, verification, CLI, onnx client.
 
 One export of a tiny FRA model with a head (both formats, through the CLI entry point in-process) is
-shared by this module and tests/test_serving_contract.py (built once per session under pytest's base
-temporary folder). About 1.5-2 minutes on 2 loaded cores.
+shared by this module and tests/test_serving_contract.py (the session fixture `tiny_export` of
+tests/conftest.py). About 1.5-2 minutes on 2 loaded cores.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -15,74 +14,12 @@ import sys
 
 import numpy as np
 import pytest
+from harness import export_reference, load_client, tiny_config, tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-            decoder_heads=2, batch_size=4, steps_per_epoch=2, epochs=1, warmup_epochs=0)
 # Tolerance for the tests' own comparisons (max abs diff <= ATOL + RTOL * max |reference|), the same
 # bound as fra_keras.export.TOLERANCES["float32"].
 ATOL, RTOL = 1e-4, 1e-5
-
-
-# Shared artefacts (same helper in test_serving_contract.py) -----------------------------------
-def _perturb_statistics(model, seed=0):
-    """Non-trivial BatchNorm statistics, so that an export that drops them is caught."""
-    import keras
-
-    rng = np.random.RandomState(seed)
-    layers = [l for l in model.backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
-    layers.append(model.neck.pixel_proj.norm)
-    for layer in layers:
-        n = layer.moving_mean.shape[0]
-        layer.moving_mean.assign(rng.normal(0.0, 0.2, n).astype("float32"))
-        layer.moving_variance.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
-
-
-def shared_export(tmp_path_factory):
-    """{run, model, weights, head, out, sm, onnx}: a tiny run folder, a head, and its export (version 1)."""
-    root = tmp_path_factory.getbasetemp() / "fra_export_shared"
-    done = root / "paths.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    import keras
-
-    import fra_keras
-    from fra_keras import export
-
-    shutil.rmtree(root, ignore_errors=True)
-    run = root / "run"
-    run.mkdir(parents=True)
-    keras.utils.set_random_seed(0)
-    model = fra_keras.FRA.from_preset("tiny", **TINY)
-    _perturb_statistics(model)
-    model.save(str(run / "model.keras"))
-    model.backbone.save_weights(str(run / "backbone.weights.h5"))
-    model.config.to_json(str(run / "config.json"))
-    inputs = keras.Input((None, None, model.config.feature_channels), name="feature_map")
-    logits = keras.layers.Dense(7, name="expression_logits")(keras.layers.GlobalAveragePooling2D()(inputs))
-    keras.Model(inputs, logits, name="expression_head").save(str(root / "head.keras"))
-    out = root / "models"
-    rc = export.main(["--model", str(run / "model.keras"), "--head", str(root / "head.keras"),
-                      "--output-dir", str(out), "--name", "fra", "--version", "1"])
-    assert rc == 0
-    paths = {"run": str(run), "model": str(run / "model.keras"), "weights": str(run / "backbone.weights.h5"),
-             "head": str(root / "head.keras"), "out": str(out), "sm": str(out / "savedmodel" / "fra" / "1"),
-             "onnx": str(out / "onnx" / "fra" / "1")}
-    done.write_text(json.dumps(paths))
-    return paths
-
-
-def reference_outputs(model, head, images):
-    """Keras outputs on uint8 images, computed here independently of fra_keras.export."""
-    import tensorflow as tf
-
-    c = model.config
-    x = tf.image.resize(tf.cast(images, tf.float32) / 255.0, [c.image_size, c.image_size], method="bilinear")
-    x = (x - tf.constant(c.mean)) / tf.constant(c.std)
-    features = model.backbone(x, training=False)
-    return {"embedding": model.embed(x).numpy(), "feature_map": features.numpy(),
-            "heatmaps": model.heatmaps(x).numpy(), "expression_logits": head(features).numpy()}
-
 
 def assert_close(actual, expected, names, label=""):
     for name in names:
@@ -94,28 +31,15 @@ def assert_close(actual, expected, names, label=""):
         assert diff <= limit, f"{label} {name}: max abs diff {diff:.3g} > {limit:.3g}"
 
 
-def load_client(name):
-    path = os.path.join(ROOT, "export", "clients", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"fra_export_client_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # Fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    return shared_export(tmp_path_factory)
+def shared(tiny_export):
+    return tiny_export
 
 
 @pytest.fixture(scope="module")
-def keras_models(shared):
-    import keras
-
-    import fra_keras.models.fra  # noqa: F401
-
-    return (keras.saving.load_model(shared["model"], compile=False),
-            keras.saving.load_model(shared["head"], compile=False))
+def keras_models(tiny_export_models):
+    return tiny_export_models
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +143,7 @@ def test_savedmodel_and_onnx_match_keras_at_batch_1_and_4(shared, keras_models, 
     names = [o.name for o in session.get_outputs()]
     assert sorted(names) == sorted(NAMES)
     for key, images in batches.items():
-        ref = reference_outputs(model, head, images)
+        ref = export_reference(model, head, images)
         saved = {k: v.numpy() for k, v in fn(images=tf.constant(images)).items()}
         assert_close(saved, ref, NAMES, f"savedmodel {key}")
         onnx_out = dict(zip(names, session.run(names, {"images": images})))
@@ -373,9 +297,8 @@ def test_head_output_names_and_checks():
     import keras
 
     from fra_keras import export
-    from fra_keras.config import FRAConfig
 
-    config = FRAConfig.from_preset("tiny", **TINY)
+    config = tiny_config()
     c = config.feature_channels
     inp = keras.Input((None, None, c))
     pooled = keras.layers.GlobalAveragePooling2D()(inp)
@@ -399,10 +322,9 @@ def test_head_that_cannot_trace_unknown_sizes_still_saves(tmp_path):
     import tensorflow as tf
 
     from fra_keras import export
-    from fra_keras.config import FRAConfig
     from fra_keras.models.backbone import build_backbone
 
-    config = FRAConfig.from_preset("tiny", **TINY)
+    config = tiny_config()
     backbone = build_backbone(config, synchronized=False)
     inp = keras.Input((None, None, config.feature_channels))
     up = keras.layers.UpSampling2D(2, interpolation="bilinear")(keras.layers.Conv2D(3, 1)(inp))
@@ -415,14 +337,12 @@ def test_head_that_cannot_trace_unknown_sizes_still_saves(tmp_path):
 
 
 def test_mixed_precision_model_exports_float32(tmp_path):
-    import keras
     import tensorflow as tf
 
     import fra_keras
     from fra_keras import export
 
-    keras.utils.set_random_seed(1)
-    model = fra_keras.FRA.from_preset("tiny", **dict(TINY, precision="mixed_bfloat16"))
+    model = tiny_model(1, precision="mixed_bfloat16")
     assert model.backbone.compute_dtype == "bfloat16"
     result = export.export_model(model, str(tmp_path), "bf16", 1, formats=["savedmodel"], saved_model_cli=False,
                                  log=None)
@@ -472,7 +392,7 @@ def test_onnx_client_runs_for_real(shared, keras_models, tmp_path, capsys):
     assert client.main([model_path, *paths, "--json"]) == 0
     outputs = json.loads(capsys.readouterr().out)
     for i, im in enumerate(images):
-        ref = reference_outputs(model, head, im[np.newaxis])
+        ref = export_reference(model, head, im[np.newaxis])
         got = {k: np.asarray(v[i:i + 1], np.float32) for k, v in outputs.items()}
         assert_close(got, ref, NAMES, f"onnx client image {i}")
     assert client.main([model_path, paths[0]]) == 0

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from harness import tiny_config
 
 import fra_keras.data as fdata
-from fra_keras.config import FRAConfig
 from fra_keras.data import folders, shard
 from fra_keras.data.pipeline import pretraining_dataset
 
@@ -73,7 +73,7 @@ def test_folder_errors_name_the_path(tmp_path, face_folder):
     with pytest.raises(ValueError, match="data_dir=.*rgb.png.*is a file"):
         folders.list_images(a_file)
     with pytest.raises(ValueError, match="data_dir"):
-        pretraining_dataset(FRAConfig.from_preset("tiny", batch_size=2), missing)
+        pretraining_dataset(tiny_config(batch_size=2), missing)
 
 
 def test_check_images_splits_good_and_bad(face_folder):
@@ -206,7 +206,7 @@ def test_tf_data_auto_shard_by_file(labelled_shards):
 
 
 def test_pretraining_dataset_from_shards_keeps_file_auto_sharding(labelled_shards):
-    config = FRAConfig.from_preset("tiny", batch_size=2, image_size=32)
+    config = tiny_config(batch_size=2, image_size=32)
     ds = pretraining_dataset(config, labelled_shards["dir"], repeat=False)
     assert (ds.options().experimental_distribute.auto_shard_policy
             == tf.data.experimental.AutoShardPolicy.FILE)
@@ -262,7 +262,7 @@ def test_shard_cli_synthetic_round_trip(tmp_path):
 
 # pretraining_dataset ------------------------------------------------------------------------
 def test_pretraining_dataset_on_folder(face_folder):
-    config = FRAConfig.from_preset("tiny", batch_size=4, image_size=32, seed=3)
+    config = tiny_config(image_size=32, seed=3)
     ds = pretraining_dataset(config, face_folder["root"])
     spec = ds.element_spec
     assert set(spec) == {"view1", "view2"}
@@ -283,7 +283,7 @@ def test_pretraining_dataset_on_folder(face_folder):
 
 
 def test_pretraining_dataset_with_input_context(face_folder):
-    config = FRAConfig.from_preset("tiny", batch_size=8, image_size=32)
+    config = tiny_config(batch_size=8, image_size=32)
     ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
     ds = pretraining_dataset(config, face_folder["root"], input_context=ctx)
     assert ds.element_spec["view1"].shape == (4, 32, 32, 3)           # per-replica batch
@@ -300,7 +300,7 @@ def test_import_is_lazy_and_exports():
 
 @needs_synthetic
 def test_pretraining_dataset_on_synthetic_faces():
-    config = FRAConfig.from_preset("tiny", batch_size=4, synthetic_samples=8)
+    config = tiny_config(synthetic_samples=8)
     ds = pretraining_dataset(config)
     s = config.image_size
     for v in ds.element_spec.values():

@@ -14,13 +14,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from harness import tiny_config, tiny_overrides
 
 from fra_keras.config import ConfigError, FRAConfig
 from fra_keras.models.backbone import build_backbone, load_backbone
 from fra_keras.models.fra import FRA, METRIC_NAMES
 
-TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-            decoder_heads=2, batch_size=4, steps_per_epoch=5, epochs=2, warmup_epochs=1)
+SCHEDULE = dict(steps_per_epoch=5, epochs=2, warmup_epochs=1)
 # Deterministic training forward (no dropout); a large enough step and a low EMA momentum so that the
 # EMA check below is not satisfied trivially by "nothing moved".
 STEP = dict(decoder_dropout=0.0, learning_rate=1.0, lars_eta=0.1, ema_momentum=0.5,
@@ -116,7 +116,7 @@ def _views(seed):
 
 @pytest.fixture(scope="module")
 def run():
-    config = FRAConfig.from_preset("tiny", **TINY, **STEP)
+    config = tiny_config(**SCHEDULE, **STEP)
     model = FRA(config)
     model.compile()
     r = {"model": model, "config": config}
@@ -180,7 +180,7 @@ def test_target_prototypes_are_their_own_random_draw(run):
 
 
 def test_constructors():
-    config = FRAConfig.from_preset("tiny", **{**TINY, "steps_per_epoch": None})
+    config = tiny_config(**{**SCHEDULE, "steps_per_epoch": None})
     model = FRA(config.to_dict())                 # FRA(dict)
     assert isinstance(model.config, FRAConfig) and model.config == config
     with pytest.raises(ConfigError, match="steps_per_epoch"):
@@ -196,7 +196,7 @@ def test_constructors():
 def test_config_object_is_kept(run):
     model = run["model"]
     assert isinstance(model, keras.Model)
-    assert model.config == FRAConfig.from_preset("tiny", **TINY, **STEP)
+    assert model.config == tiny_config(**SCHEDULE, **STEP)
     assert model.get_config()["config"] == run["config"].to_dict()
 
 
@@ -377,8 +377,8 @@ def test_fit_a_few_steps(run):
 
 
 def test_plain_byol():
-    model = FRA.from_preset("tiny", **TINY, region_losses=False)
-    assert model.config == FRAConfig.from_preset("tiny", **TINY, region_losses=False)
+    model = FRA.from_preset("tiny", **tiny_overrides(**SCHEDULE, region_losses=False))
+    assert model.config == tiny_config(**SCHEDULE, region_losses=False)
     assert model.region_predictor is None
     assert not hasattr(model.neck, "mask_decoder") and not hasattr(model.neck, "pixel_proj")
     assert all("/proj/" in v.path for v in model.neck.trainable_variables)

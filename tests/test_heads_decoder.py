@@ -1,5 +1,7 @@
 """Tests for the projector/predictor MLP, the DETR-style mask decoder and the FRA neck.
 
+Shapes, config round trips, `.keras` reloads and mixed precision of these layers: tests/test_layers.py.
+
 NumPy references are written from docs/method.md, "Neck and heatmaps" (MLP1D, sine positions, post-norm decoder layer,
 heatmaps, WAP) using the layers' own weights; Keras' MultiHeadAttention weight layout is
 query/key/value kernels (D, heads, head_dim) with biases (heads, head_dim) and an output kernel
@@ -10,9 +12,9 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
 import pytest
+from harness import randomize_weights
 
 from fra_keras.models.heads import MLPHead
 from fra_keras.models.mask_decoder import DecoderLayer, MaskDecoder, sine_position_encoding
@@ -125,17 +127,6 @@ def np_mask_decoder(features, decoder, prefix, pos_on_values=False):
     return np.stack(out)
 
 
-def _randomize(layer, rng, scale=0.3):
-    """Every weight random (biases, LN / BN gammas and betas too), so that no term is silently zero."""
-    for v in layer.weights:
-        if not v.trainable:
-            continue
-        if v.path.endswith("gamma"):
-            v.assign(rng.uniform(0.5, 1.5, v.shape).astype("float32"))
-        else:
-            v.assign(rng.normal(0, scale, v.shape).astype("float32"))
-
-
 def _trainable(layer):
     return sum(int(np.prod(v.shape)) for v in layer.trainable_variables)
 
@@ -172,7 +163,7 @@ def test_mlp_head_training_mode_matches_numpy_on_sequences():
     head = MLPHead(6, 5)
     x = rng.normal(size=(3, 4, 7)).astype("float32")   # (B, L, C): BN pools over B x L
     head.build(x.shape)
-    _randomize(head, rng)
+    randomize_weights(head, rng)
     w1, w2 = head.dense1.kernel.numpy(), head.dense2.kernel.numpy()
     gamma, beta = head.norm.gamma.numpy(), head.norm.beta.numpy()
     got = head(x, training=True).numpy()
@@ -195,34 +186,13 @@ def test_mlp_head_on_vectors_and_pixels():
     for shape in ((6, 5), (2, 3, 4, 5)):
         head = MLPHead(8, 3)
         head.build((None,) * (len(shape) - 1) + (5,))
-        _randomize(head, rng)
+        randomize_weights(head, rng)
         w = [head.dense1.kernel.numpy(), head.norm.gamma.numpy(), head.norm.beta.numpy(),
              head.dense2.kernel.numpy()]
         x = rng.normal(size=shape).astype("float32")
         got = head(x, training=True).numpy()
         assert got.shape == shape[:-1] + (3,)
         np.testing.assert_allclose(got, np_mlp_train(x, *w)[0], rtol=1e-4, atol=1e-5)
-
-
-def _round_trip(layer, build_shape=None):
-    config = layer.get_config()
-    clone = type(layer).from_config(config)
-    assert clone.get_config() == config
-    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert type(again) is type(layer) and again.get_config() == config
-    return clone
-
-
-def test_mlp_head_config_round_trip():
-    head = MLPHead(12, 5, bn_momentum=0.8, bn_epsilon=1e-3, synchronized=True, name="pred")
-    head.build((None, 7))
-    clone = _round_trip(head)
-    assert (clone.hidden_dim, clone.output_dim, clone.bn_momentum, clone.bn_epsilon, clone.synchronized) == (
-        12, 5, 0.8, 1e-3, True)
-    clone.build((None, 7))
-    clone.set_weights(head.get_weights())
-    x = np.random.default_rng(2).normal(size=(4, 7)).astype("float32")
-    np.testing.assert_allclose(clone(x, training=False), head(x, training=False), rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -280,7 +250,7 @@ def small_decoder():
     rng = np.random.default_rng(3)
     dec = MaskDecoder(num_queries=3, dim=8, num_heads=2, num_layers=2, ffn_dim=6, dropout=0.3, name="mask_decoder")
     dec.build((None, None, None, 12))
-    _randomize(dec, rng)
+    randomize_weights(dec, rng)
     features = rng.normal(size=(2, 3, 4, 12)).astype("float32")
     return dec, features
 
@@ -335,11 +305,11 @@ def test_mask_decoder_dropout_only_in_training(small_decoder):
     np.testing.assert_allclose(plain(features, training=True), c, rtol=1e-5, atol=1e-6)
 
 
-def test_decoder_layer_matches_numpy_and_round_trips():
+def test_decoder_layer_matches_numpy():
     rng = np.random.default_rng(4)
     layer = DecoderLayer(dim=8, num_heads=4, ffn_dim=5, dropout=0.2, name="decoder_layer0")
     layer.build((None, 3, 8))
-    _randomize(layer, rng)
+    randomize_weights(layer, rng)
     tgt = rng.normal(size=(2, 3, 8)).astype("float32")
     memory = rng.normal(size=(2, 6, 8)).astype("float32")
     pos = rng.normal(size=(1, 6, 8)).astype("float32")
@@ -349,18 +319,6 @@ def test_decoder_layer_matches_numpy_and_round_trips():
     for b in range(2):
         expected = np_decoder_layer(tgt[b].astype(np.float64), memory[b].astype(np.float64), pos[0], qpos[0], w)
         np.testing.assert_allclose(got[b], expected, rtol=1e-4, atol=1e-4)
-    clone = _round_trip(layer)
-    assert (clone.dim, clone.num_heads, clone.ffn_dim, clone.dropout) == (8, 4, 5, 0.2)
-
-
-def test_mask_decoder_config_round_trip(small_decoder):
-    dec, features = small_decoder
-    clone = _round_trip(dec)
-    assert (clone.num_queries, clone.dim, clone.num_heads, clone.num_layers, clone.ffn_dim, clone.dropout) == (
-        3, 8, 2, 2, 6, 0.3)
-    clone.build((None, None, None, 12))
-    clone.set_weights(dec.get_weights())
-    np.testing.assert_allclose(clone(features, training=False), dec(features, training=False), rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -375,7 +333,7 @@ def test_neck_training_forward_matches_numpy():
     rng = np.random.default_rng(5)
     neck = FRANeck(name="neck", **NECK)
     neck.build((None, None, None, 12))
-    _randomize(neck, rng)
+    randomize_weights(neck, rng)
     f = rng.normal(size=(2, 3, 4, 12)).astype("float32")
     out = {k: v.numpy() for k, v in neck(f, training=True).items()}
     assert set(out) == {"z", "pixel", "masks", "mask_mean", "logits", "attention", "regions"}
@@ -410,14 +368,3 @@ def test_neck_without_region_branch():
     out = neck(np.ones((2, 3, 3, 12), "float32"), training=True)
     assert set(out) == {"z"}
 
-
-def test_neck_config_round_trip():
-    neck = FRANeck(name="neck", synchronized=True, bn_epsilon=1e-4, **NECK)
-    neck.build((None, None, None, 12))
-    clone = _round_trip(neck)
-    config = clone.get_config()
-    for key, value in NECK.items():
-        assert config[key] == value
-    assert config["synchronized"] is True and config["bn_epsilon"] == 1e-4 and config["region_branch"] is True
-    clone.build((None, None, None, 12))
-    assert clone.count_params() == neck.count_params()

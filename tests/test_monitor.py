@@ -8,21 +8,21 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from harness import tiny_config
 
 from fra_keras import losses
-from fra_keras.config import FRAConfig
 from fra_keras.data.augment import normalize
 from fra_keras.downstream.metrics import knn_accuracy
 from fra_keras.models.fra import FRA
 from fra_keras.monitor import MONITOR_KEYS, RegionMonitor, held_out_faces, region_health, usage_entropy
 
 
+# The tiny test model (tests/harness.py) with 4 regions and a small 64-px synthetic set.
+MONITOR = dict(synthetic_size=64, synthetic_samples=8, epochs=2, warmup_epochs=1, num_regions=4)
+
+
 def _tiny(**overrides):
-    values = dict(image_size=64, synthetic_size=64, synthetic_samples=8, batch_size=4, epochs=2,
-                  steps_per_epoch=2, warmup_epochs=1, backbone_width=8, proj_dim=16, hidden_dim=32,
-                  decoder_dim=16, decoder_ffn_dim=16, decoder_heads=2, num_regions=4)
-    values.update(overrides)
-    return FRAConfig.from_preset("tiny", **values)
+    return tiny_config(**{**MONITOR, **overrides})
 
 
 def test_mean_pairwise_cosine_matches_numpy():

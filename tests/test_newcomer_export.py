@@ -7,10 +7,9 @@ import time
 
 import numpy as np
 import pytest
+from harness import perturb_batchnorm, tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-            decoder_heads=2, batch_size=4, steps_per_epoch=2, epochs=1, warmup_epochs=0)
 
 # Runs `python -m fra_keras.export ARGS` with the named modules made unimportable
 # (sys.modules[name] = None makes `import name` raise ModuleNotFoundError, as when not installed).
@@ -56,14 +55,10 @@ def test_savedmodel_only_export_does_not_need_onnx(tmp_path):
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "onnx" not in proc.stderr
 
 
-def test_failed_export_removes_the_folders_it_created(tmp_path, monkeypatch):
-    import keras
-
+def test_failed_export_removes_the_folders_it_created(tiny_fra, tmp_path, monkeypatch):
     from fra_keras import export
-    from fra_keras.models.fra import FRA
 
-    keras.utils.set_random_seed(0)
-    model = FRA.from_preset("tiny", **TINY)
+    model = tiny_fra
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated crash while building the serving graph")
@@ -85,19 +80,8 @@ def test_failed_export_removes_the_folders_it_created(tmp_path, monkeypatch):
 def _random_model(seed, width=8):
     """A tiny FRA with random weights and perturbed BatchNorm statistics and scales (so that output
     scales vary across seeds, as in trained models)."""
-    import keras
-
-    from fra_keras.models.fra import FRA
-
-    keras.utils.set_random_seed(seed)
-    model = FRA.from_preset("tiny", **dict(TINY, backbone_width=width))
-    rng = np.random.RandomState(seed)
-    norms = [l for l in model.backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
-    for layer in norms + [model.neck.pixel_proj.norm]:
-        n = layer.moving_mean.shape[0]
-        layer.moving_mean.assign(rng.normal(0.0, 0.3, n).astype("float32"))
-        layer.moving_variance.assign(rng.uniform(0.3, 2.0, n).astype("float32"))
-        layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32") * (rng.uniform(0.3, 3.0)))
+    model = tiny_model(seed, backbone_width=width)
+    perturb_batchnorm(model, seed, mean_std=0.3, variance=(0.3, 2.0), gamma_scale=(0.3, 3.0))
     return model
 
 

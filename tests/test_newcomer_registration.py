@@ -10,10 +10,9 @@ import subprocess
 import sys
 
 import pytest
+from harness import tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-            decoder_heads=2, batch_size=4, steps_per_epoch=2, epochs=1, warmup_epochs=0)
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -26,12 +25,7 @@ def _python(code: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     """A tiny compiled FRA saved as model.keras."""
-    import keras
-
-    from fra_keras.models.fra import FRA
-
-    keras.utils.set_random_seed(0)
-    model = FRA.from_preset("tiny", **TINY)
+    model = tiny_model(0)
     model.compile()
     path = str(tmp_path_factory.mktemp("reg") / "model.keras")
     model.save(path)

@@ -12,8 +12,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from harness import tiny_config
 
-from fra_keras.config import FRAConfig
 from fra_keras.optimizers import (LARS, WarmupCosine, build_optimizer, ema_momentum, lars_excluded,
                                    lars_group_key)
 
@@ -232,8 +232,7 @@ def test_ema_momentum_vs_numpy(base, total):
 
 
 def test_build_optimizer_from_config():
-    c = FRAConfig.from_preset("tiny", learning_rate=0.3, epochs=4, warmup_epochs=1, weight_decay=1e-5,
-                              momentum=0.85, lars_eta=0.002)
+    c = tiny_config(learning_rate=0.3, epochs=4, warmup_epochs=1, weight_decay=1e-5, momentum=0.85, lars_eta=0.002)
     opt = build_optimizer(c, steps_per_epoch=5)
     assert isinstance(opt, LARS)
     assert (opt.momentum, opt.lars_weight_decay, opt.eta) == (0.85, 1e-5, 0.002)

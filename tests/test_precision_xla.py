@@ -15,13 +15,12 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from harness import tiny_config, tiny_model
 
 from fra_keras import losses
-from fra_keras.config import FRAConfig
 from fra_keras.models.fra import FRA, resolve_jit_compile
 
-TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-            decoder_heads=2, batch_size=4, steps_per_epoch=2, epochs=1, warmup_epochs=0, decoder_dropout=0.0)
+NO_DROPOUT = dict(decoder_dropout=0.0)
 
 
 def _batch():
@@ -32,8 +31,7 @@ def _batch():
 @pytest.fixture(scope="module")
 def reference():
     """The float32 eager step: initial weights, logs and weights after the step."""
-    keras.utils.set_random_seed(2)
-    model = FRA(FRAConfig.from_preset("tiny", **TINY))
+    model = tiny_model(2, **NO_DROPOUT)
     model.compile(run_eagerly=True)
     initial = model.get_weights()
     logs = model.train_on_batch(_batch(), return_dict=True)
@@ -41,7 +39,7 @@ def reference():
 
 
 def _step(reference, compile_kwargs=None, **overrides):
-    model = FRA(FRAConfig.from_preset("tiny", **TINY, **overrides))
+    model = FRA(tiny_config(**NO_DROPOUT, **overrides))
     model.compile(**(compile_kwargs or {"run_eagerly": True}))
     model.set_weights(reference["initial"])
     logs = model.train_on_batch(_batch(), return_dict=True)

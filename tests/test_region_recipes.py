@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from harness import tiny_config
 
 from fra_keras import losses
 from fra_keras.config import ConfigError, FRAConfig
@@ -90,9 +91,7 @@ def test_recipe_flags_reach_the_cli_parser():
 def test_cluster_weight_ramp():
     from fra_keras.models.fra import FRA
 
-    config = FRAConfig.from_preset("tiny", image_size=64, synthetic_size=64, backbone_width=8, proj_dim=16,
-                                   hidden_dim=32, decoder_dim=16, decoder_ffn_dim=16, decoder_heads=2,
-                                   epochs=4, steps_per_epoch=5, cluster_loss_weight=0.1)
+    config = tiny_config(epochs=4, steps_per_epoch=5, warmup_epochs=1, cluster_loss_weight=0.1)
     flat = FRA(config)
     assert [float(flat.cluster_weight(t)) for t in (0, 7, 19)] == pytest.approx([0.1] * 3)
     ramped = FRA(config.replace(cluster_warmup_epochs=2))     # ramp over 2 epochs x 5 steps
@@ -131,9 +130,7 @@ def test_model_clustering_term_uses_the_recipe():
 
     from fra_keras.models.fra import FRA
 
-    config = FRAConfig.from_preset("tiny", image_size=64, backbone_width=8, proj_dim=16, hidden_dim=32,
-                                   decoder_dim=16, decoder_ffn_dim=16, decoder_heads=2, decoder_dropout=0.0,
-                                   decoder_query_content=True, sinkhorn_epsilon=0.05)
+    config = tiny_config(decoder_dropout=0.0, decoder_query_content=True, sinkhorn_epsilon=0.05)
     model = FRA(config)
     names = [v.path for v in model.online_variables]
     assert "neck/mask_decoder/query_content" in names

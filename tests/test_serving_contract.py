@@ -3,86 +3,28 @@ through the exported SavedModel's signatures (fra_keras.serving), compared with 
 malformed requests get a clear error and the process keeps serving; the REST / gRPC clients build
 their requests offline and talk to in-process stand-ins of TF Serving (no TF Serving binary here).
 
-Uses the export shared with tests/test_export.py (built once per session).
+Uses the export shared with tests/test_export.py (the session fixture `tiny_export` of tests/conftest.py).
 """
 
 import base64
 import http.server
-import importlib.util
 import io
 import json
 import os
-import shutil
 import threading
 
 import numpy as np
 import pytest
+from harness import export_reference, load_client
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-            decoder_heads=2, batch_size=4, steps_per_epoch=2, epochs=1, warmup_epochs=0)
 ATOL, RTOL = 1e-4, 1e-5
 NAMES = ["embedding", "feature_map", "heatmaps", "expression_logits"]
 
 
-# Shared artefacts (same helper in test_export.py) ---------------------------------------------
-def _perturb_statistics(model, seed=0):
-    import keras
-
-    rng = np.random.RandomState(seed)
-    layers = [l for l in model.backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
-    layers.append(model.neck.pixel_proj.norm)
-    for layer in layers:
-        n = layer.moving_mean.shape[0]
-        layer.moving_mean.assign(rng.normal(0.0, 0.2, n).astype("float32"))
-        layer.moving_variance.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
-
-
-def shared_export(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "fra_export_shared"
-    done = root / "paths.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    import keras
-
-    import fra_keras
-    from fra_keras import export
-
-    shutil.rmtree(root, ignore_errors=True)
-    run = root / "run"
-    run.mkdir(parents=True)
-    keras.utils.set_random_seed(0)
-    model = fra_keras.FRA.from_preset("tiny", **TINY)
-    _perturb_statistics(model)
-    model.save(str(run / "model.keras"))
-    model.backbone.save_weights(str(run / "backbone.weights.h5"))
-    model.config.to_json(str(run / "config.json"))
-    inputs = keras.Input((None, None, model.config.feature_channels), name="feature_map")
-    logits = keras.layers.Dense(7, name="expression_logits")(keras.layers.GlobalAveragePooling2D()(inputs))
-    keras.Model(inputs, logits, name="expression_head").save(str(root / "head.keras"))
-    out = root / "models"
-    rc = export.main(["--model", str(run / "model.keras"), "--head", str(root / "head.keras"),
-                      "--output-dir", str(out), "--name", "fra", "--version", "1"])
-    assert rc == 0
-    paths = {"run": str(run), "model": str(run / "model.keras"), "weights": str(run / "backbone.weights.h5"),
-             "head": str(root / "head.keras"), "out": str(out), "sm": str(out / "savedmodel" / "fra" / "1"),
-             "onnx": str(out / "onnx" / "fra" / "1")}
-    done.write_text(json.dumps(paths))
-    return paths
-
-
-def load_client(name):
-    path = os.path.join(ROOT, "export", "clients", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"fra_export_client_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # Fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    return shared_export(tmp_path_factory)
+def shared(tiny_export):
+    return tiny_export
 
 
 @pytest.fixture(scope="module")
@@ -93,24 +35,10 @@ def predictor(shared):
 
 
 @pytest.fixture(scope="module")
-def reference(shared):
+def reference(tiny_export_models):
     """uint8 images -> Keras outputs (independent of fra_keras.export)."""
-    import keras
-    import tensorflow as tf
-
-    import fra_keras.models.fra  # noqa: F401
-
-    model = keras.saving.load_model(shared["model"], compile=False)
-    head = keras.saving.load_model(shared["head"], compile=False)
-    c = model.config
-
-    def run(images):
-        x = tf.image.resize(tf.cast(images, tf.float32) / 255.0, [c.image_size] * 2, method="bilinear")
-        x = (x - tf.constant(c.mean)) / tf.constant(c.std)
-        features = model.backbone(x, training=False)
-        return {"embedding": model.embed(x).numpy(), "feature_map": features.numpy(),
-                "heatmaps": model.heatmaps(x).numpy(), "expression_logits": head(features).numpy()}
-    return run
+    model, head = tiny_export_models
+    return lambda images: export_reference(model, head, images)
 
 
 @pytest.fixture(scope="module")

@@ -30,16 +30,11 @@ def test_heatmap_rows_rejects_mismatched_shapes():
         visualize.heatmap_rows(np.zeros((1, 8, 8, 3)), np.zeros((1, 4, 4, 8)))
 
 
-def test_cli_writes_png(tmp_path):
+def test_cli_writes_png(tiny_fra, tmp_path):
     from PIL import Image
 
-    import fra_keras
-
-    model = fra_keras.FRA.from_preset("tiny", image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16,
-                                      decoder_dim=16, decoder_ffn_dim=16, decoder_heads=2, batch_size=4,
-                                      steps_per_epoch=2, epochs=1, warmup_epochs=0)
     path = str(tmp_path / "model.keras")
-    model.save(path)
+    tiny_fra.save(path)
     out = str(tmp_path / "heatmaps.png")
     assert visualize.main(["--model", path, "--output", out, "--num", "2"]) == 0
     image = np.asarray(Image.open(out))
