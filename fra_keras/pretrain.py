@@ -226,6 +226,7 @@ def _train(args, config, output_dir, write_dir, resuming, steps_per_epoch, sourc
     from fra_keras import callbacks as fra_callbacks
     from fra_keras import data as fra_data
     from fra_keras import distributed
+    from fra_keras.data.device_augment import resolve_augment_on_device
     from fra_keras.models.fra import FRA
 
     checkpoints = os.path.join(output_dir, "checkpoints")
@@ -252,7 +253,8 @@ def _train(args, config, output_dir, write_dir, resuming, steps_per_epoch, sourc
           f"{n_params / 1e6:.2f}M trainable params")
     print(f"data: {source}; global batch {config.batch_size}, {steps_per_epoch} steps x {config.epochs} epochs; "
           f"{distributed.describe(strategy)}, {config.precision}, "
-          f"XLA {'on' if model.jit_compile else 'off'}")
+          f"XLA {'on' if model.jit_compile else 'off'}, augmentation on "
+          f"{'the accelerator' if resolve_augment_on_device(config.augment_on_device) else 'CPU'}")
     print(f"output: {output_dir}" + ("" if write_dir == output_dir else
                                      " (written by the chief; this worker's files go to a temporary folder)"))
 
