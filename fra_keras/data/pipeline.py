@@ -58,7 +58,7 @@ def synthetic_source(config, num_shards: int = 1, shard_index: int = 0,
 
 def normalized_batch(config):
     """{"view1", "view2"} float32 batches in [0, 1] -> normalised (`augment.normalize`), as one
-    XLA-compiled function: a single fused pass over the batch, 5-10x cheaper on CPU than TF's
+    XLA-compiled function: a single fused pass over the batch, about 5x cheaper on CPU than TF's
     broadcasting kernels (docs/data_pipeline.md, "Throughput")."""
 
     @tf.function(jit_compile=True, autograph=False)
