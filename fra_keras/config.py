@@ -34,6 +34,7 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("lars", "sgd", "adamw", "lion", "lamb")
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker", "tpu")
 JIT_MODES = ("auto", "true", "false")
+AUGMENT_MODES = ("auto", "true", "false")   # fra_keras.data.device_augment
 # Framings of synthetic faces (fra_keras.data.synthetic.PROFILES, docs/datasets.md).
 SYNTHETIC_PROFILES = ("wide", "crop", "aligned", "box")
 
@@ -129,6 +130,9 @@ class FRAConfig:
     synthetic_samples: int = 4096       # distinct synthetic faces rendered once, cached, re-augmented
     synthetic_profile: str = "crop"     # framing of synthetic pre-training faces: "crop" (VGGFace2-like
                                         # loose crops) or "wide" (synthetic_faces_v1 scenes); docs/datasets.md
+    augment_on_device: str = "auto"     # "auto": flip, jitter, grayscale, blur, solarize run batched in the
+                                        # train step on a GPU / TPU, per image in tf.data on CPU;
+                                        # "true" / "false" force it (docs/data_pipeline.md)
     seed: int = 0
 
     # --- runtime (issue: scale out) ------------------------------------------------------------
@@ -155,6 +159,7 @@ class FRAConfig:
         _choice("jit_compile", str(self.jit_compile).lower(), JIT_MODES)
         _choice("output_stride", self.output_stride, (8, 16, 32))
         _choice("synthetic_profile", self.synthetic_profile, SYNTHETIC_PROFILES)
+        _choice("augment_on_device", str(self.augment_on_device).lower(), AUGMENT_MODES)
         for name in ("region_losses", "sync_batchnorm", "decoder_query_content"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")

@@ -162,6 +162,7 @@ def _resume(model, checkpoints: str, log) -> int:
 
 def _describe(run: Run, steps_per_epoch: int, source, log):
     from fra_keras import distributed
+    from fra_keras.data.device_augment import resolve_augment_on_device
 
     config, model = run.config, run.model
     n_params = sum(int(v.shape.num_elements()) for v in model.optimized_variables)
@@ -170,7 +171,8 @@ def _describe(run: Run, steps_per_epoch: int, source, log):
         f"{n_params / 1e6:.2f}M trainable params")
     log(f"data: {source or 'synthetic faces'}; global batch {config.batch_size}, {steps_per_epoch} steps x "
         f"{config.epochs} epochs; {distributed.describe(run.strategy)}, "
-        f"{config.precision}, XLA {'on' if model.jit_compile else 'off'}")
+        f"{config.precision}, XLA {'on' if model.jit_compile else 'off'}, augmentation on "
+        f"{'the accelerator' if resolve_augment_on_device(config.augment_on_device) else 'CPU'}")
     log(f"output: {run.run_dir}" + ("" if run.chief else
                                     " (written by the chief; this worker's files go to a temporary folder)"))
 

@@ -228,6 +228,10 @@ def test_views_are_float32_finite_sized_and_differ(config):
     np.testing.assert_allclose(v2, A.make_view(image, config, 2, seed=7), atol=1e-5)
     u1, _ = A.two_views(image, config, seed=8)
     assert not np.array_equal(v1, u1)
+    r1, r2 = A.two_views(image, config, seed=7, normalise=False)          # for batch normalisation
+    std, mean = np.array(config.std), np.array(config.mean)
+    np.testing.assert_allclose(r1, v1.numpy() * std + mean, atol=1e-5)
+    np.testing.assert_allclose(r2, v2.numpy() * std + mean, atol=1e-5)
     assert A.make_view(image, config, 1).shape == (SIZE, SIZE, 3)     # unseeded path
     with pytest.raises(ValueError, match="view=3"):
         A.make_view(image, config, 3)

@@ -10,7 +10,14 @@ Sources, in order of precedence:
    `config.synthetic_size`, cached in memory, reshuffled and re-augmented every epoch; policy DATA.
 
 Then: shuffle -> repeat -> per-element seed -> two views (parallel map) -> batch(drop_remainder)
--> prefetch. Elements are {"view1": (B, S, S, 3), "view2": (B, S, S, 3)} float32, normalised.
+-> prefetch. Two paths (`config.augment_on_device`, `fra_keras.data.device_augment`):
+
+* CPU path: every augmentation per image in the parallel map; the batches are normalised by one
+  XLA-compiled map (one fused pass instead of two broadcasting ops per view). Elements are
+  {"view1": (B, S, S, 3), "view2": (B, S, S, 3)} float32, normalised.
+* on-device path: the map only crops and resizes (`device_augment.cropped_views`); elements are
+  {"view1": uint8 (B, S, S, 3), "view2": uint8, "view1_params": {...}, "view2_params": {...}} and
+  `FRA.train_step` applies the rest (`device_augment.augment_views`).
 
 Reproducibility: element seeds are drawn by a sequential, op-seeded `tf.random.uniform` (seeded by
 `config.seed`), and every view is a stateless function of its image and seed; shuffles are seeded too.
@@ -24,7 +31,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-from fra_keras.data.augment import two_views
+from fra_keras.data import device_augment
+from fra_keras.data.augment import normalize, two_views
 from fra_keras.data.folders import image_folder_dataset, list_images
 from fra_keras.data.shard import has_shards, tfrecord_dataset
 
@@ -49,6 +57,18 @@ def synthetic_source(config, num_shards: int = 1, shard_index: int = 0,
     return ds.cache()
 
 
+def normalized_batch(config):
+    """{"view1", "view2"} float32 batches in [0, 1] -> normalised (`augment.normalize`), as one
+    XLA-compiled function: a single fused pass over the batch, about 5x cheaper on CPU than TF's
+    broadcasting kernels (docs/data_pipeline.md, "Throughput")."""
+
+    @tf.function(jit_compile=True, autograph=False)
+    def fn(batch):
+        return {key: normalize(views, config) for key, views in batch.items()}
+
+    return fn
+
+
 def num_examples(data_dir: str) -> int:
     """Images in an image folder or records in TFRecord shards (for steps_per_epoch)."""
     from fra_keras.data.shard import count_records
@@ -59,8 +79,8 @@ def num_examples(data_dir: str) -> int:
 def pretraining_dataset(config, data_dir: Optional[str] = None, *, batch_size: Optional[int] = None,
                         shuffle_buffer: Optional[int] = None, repeat: bool = True,
                         deterministic: Optional[bool] = None, input_context=None,
-                        num_parallel_calls=AUTO, shuffle: bool = True,
-                        image_key: str = "image") -> tf.data.Dataset:
+                        num_parallel_calls=AUTO, shuffle: bool = True, image_key: str = "image",
+                        augment_on_device=None, prefetch_to_device: Optional[str] = None) -> tf.data.Dataset:
     """Two-view batches for FRA pre-training (see the module docstring).
 
     Args:
@@ -79,6 +99,11 @@ def pretraining_dataset(config, data_dir: Optional[str] = None, *, batch_size: O
         explicitly and auto-sharding is turned off.
       shuffle: False reads the source in a fixed order (evaluation batches: the same on every call).
       image_key: the tf.Example feature holding the encoded image (TFRecord files).
+      augment_on_device: "auto" | "true" | "false" (or a bool); None: `config.augment_on_device`.
+        Resolved by `device_augment.resolve_augment_on_device` ("auto": on a GPU / TPU host).
+      prefetch_to_device: e.g. "/gpu:0": end with `tf.data.experimental.prefetch_to_device`, so that
+        the copy of the next batch to the device overlaps the current step. Only for training on that
+        one device without a `tf.distribute` strategy (strategies place batches themselves).
     """
     data_dir = data_dir or config.data_dir
     global_batch = int(batch_size or config.batch_size)
@@ -120,13 +145,21 @@ def pretraining_dataset(config, data_dir: Optional[str] = None, *, batch_size: O
     def attach_seed(image):
         return image, tf.random.uniform([2], maxval=tf.int64.max, dtype=tf.int64, seed=op_seed)
 
-    def views(image, seed):
-        view1, view2 = two_views(image, config, seed=seed)
-        return {"view1": view1, "view2": view2}
-
     ds = ds.map(attach_seed)
-    ds = ds.map(views, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    ds = ds.batch(batch, drop_remainder=True)
+    if device_augment.resolve_augment_on_device(
+            config.augment_on_device if augment_on_device is None else augment_on_device):
+        ds = ds.map(lambda image, seed: device_augment.cropped_views(image, config, seed),
+                    num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+        ds = ds.batch(batch, drop_remainder=True)
+    else:
+        def views(image, seed):
+            view1, view2 = two_views(image, config, seed=seed, normalise=False)
+            return {"view1": view1, "view2": view2}
+
+        ds = ds.map(views, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+        ds = ds.batch(batch, drop_remainder=True)
+        ds = ds.map(normalized_batch(config), num_parallel_calls=num_parallel_calls,
+                    deterministic=deterministic)
     ds = ds.prefetch(AUTO)
 
     options = tf.data.Options()
@@ -134,4 +167,7 @@ def pretraining_dataset(config, data_dir: Optional[str] = None, *, batch_size: O
                                                          else shard_policy)
     if deterministic is not None:
         options.deterministic = bool(deterministic)
-    return ds.with_options(options)
+    ds = ds.with_options(options)
+    if prefetch_to_device:
+        ds = ds.apply(tf.data.experimental.prefetch_to_device(prefetch_to_device))
+    return ds

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from fra_keras import distributed, losses
 from fra_keras.config import ConfigError, FRAConfig
+from fra_keras.data.device_augment import augment_views
 from fra_keras.models.backbone import build_backbone
 from fra_keras.models.heads import MLPHead
 from fra_keras.models.neck import FRANeck
@@ -316,6 +317,7 @@ class FRA(keras.Model):
     def train_step(self, data):
         if self.total_steps is None:
             raise ConfigError("FRA.compile(steps_per_epoch=...) must run before training")
+        data = augment_views(data, self.config)   # on-device augmentation path (docs/data_pipeline.md)
         view1, view2 = _views(data)
         step = tf.convert_to_tensor(self.optimizer.iterations)
         target = [self._run_network(self.target_backbone, self.target_neck, v, True) for v in (view1, view2)]
@@ -349,6 +351,7 @@ class FRA(keras.Model):
             **{k: distributed.cross_replica_mean(v) for k, v in parts.items()})))
 
     def test_step(self, data):
+        data = augment_views(data, self.config)
         view1, view2 = _views(data)
         target = [self._run_network(self.target_backbone, self.target_neck, v, False) for v in (view1, view2)]
         online = [self._run_network(self.backbone, self.neck, v, False) for v in (view1, view2)]
