@@ -9,11 +9,15 @@ replica sees only its share of the batch, so those sums are all-reduced here (`c
 `cross_replica_mean`). Outside a strategy (or with one replica) the helpers are the identity, so the
 loss functions stay pure and testable with NumPy.
 
-`ReplicaContext.all_reduce` is differentiable (its gradient is the all-reduce of the upstream
-gradients), so a loss that uses a global mean gets the exact gradient of the global-batch loss. This is
-what makes one replica on batch 2B equal two replicas on B each (docs/method.md, "Deliberate deviations
-and extensions", item 1: the PyTorch code only back-propagates through the local share; a single-device
-global-batch port is the reference here).
+Their gradients are complete: every replica receives the gradient of the *global* loss, not only of
+its own. `ReplicaContext.all_reduce` (TF 2.21, tensorflow/python/distribute/distribute_lib.py) wraps the
+reduction in a custom gradient whose backward pass is the same all-reduce of the upstream gradients;
+with each replica's loss divided by the number of replicas R and the replicas' gradients summed, replica
+r gets (1/R) sum_s dL_s/dx_r. tests/test_distributed.py checks both helpers against the analytic
+gradient of a toy loss, and a training step against one device within the float32 floor
+(docs/scaling.md, "2. Cross-replica mathematics"). This is what makes one replica on batch 2B equal two
+replicas on B each (docs/method.md, "Deliberate deviations and extensions", item 1: the PyTorch code only
+back-propagates through the local share; a single-device global-batch port is the reference here).
 The other pieces of that equivalence live elsewhere: BatchNorm with `synchronized=True` (config
 `sync_batchnorm`), the loss divided by the number of replicas before the gradient (gradients are summed
 across replicas; `FRA.train_step`), and metrics computed from all-reduced values.

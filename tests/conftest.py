@@ -3,7 +3,8 @@
 Two logical CPU devices are configured before any TensorFlow op runs, so that distribution tests can
 build a two-replica MirroredStrategy on a CPU-only machine (docs/stack.md, "Distribution, XLA and
 precision"). Single-device tests are not affected: the default strategy places everything on the first
-device.
+device. Tests that need the two devices take the `two_logical_cpus` fixture, which fails (never skips)
+when they could not be made, e.g. because TensorFlow was initialised before this file ran.
 """
 
 import os
@@ -15,6 +16,7 @@ import pytest  # noqa: E402
 
 
 def _configure_devices():
+    """Split the CPU into two logical devices; returns None, or why it failed (TensorFlow's message)."""
     from fra_keras.cli_utils import quiet_tensorflow
 
     tf = quiet_tensorflow()
@@ -22,11 +24,27 @@ def _configure_devices():
     try:
         tf.config.set_logical_device_configuration(
             cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
-    except RuntimeError:  # already initialised by an earlier import; distribution tests will skip
-        pass
+    except RuntimeError as e:  # the runtime was initialised by an earlier import: `two_logical_cpus` fails
+        return str(e)
+    return None
 
 
-_configure_devices()
+_DEVICE_ERROR = _configure_devices()
+
+
+@pytest.fixture(scope="session")
+def two_logical_cpus():
+    """Names of the two logical CPU devices for MirroredStrategy tests; the test fails (with the reason)
+    when there are fewer."""
+    import tensorflow as tf
+
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(devices) < 2:
+        pytest.fail(f"distribution tests need two logical CPU devices, found {devices}: tests/conftest.py "
+                    f"could not split the CPU ({_DEVICE_ERROR or 'no error reported'}). No TensorFlow op may "
+                    "run before tests/conftest.py is imported (a plugin or sitecustomize that starts it?).",
+                    pytrace=False)
+    return devices[:2]
 
 
 def pytest_addoption(parser):
