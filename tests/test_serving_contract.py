@@ -46,7 +46,7 @@ def shared_export(tmp_path_factory):
     import keras
 
     import fra_keras
-    from fra_keras import export
+    from fra_keras.exporter.cli import main
 
     shutil.rmtree(root, ignore_errors=True)
     run = root / "run"
@@ -61,8 +61,8 @@ def shared_export(tmp_path_factory):
     logits = keras.layers.Dense(7, name="expression_logits")(keras.layers.GlobalAveragePooling2D()(inputs))
     keras.Model(inputs, logits, name="expression_head").save(str(root / "head.keras"))
     out = root / "models"
-    rc = export.main(["--model", str(run / "model.keras"), "--head", str(root / "head.keras"),
-                      "--output-dir", str(out), "--name", "fra", "--version", "1"])
+    rc = main(["--model", str(run / "model.keras"), "--head", str(root / "head.keras"),
+               "--output-dir", str(out), "--name", "fra", "--version", "1"])
     assert rc == 0
     paths = {"run": str(run), "model": str(run / "model.keras"), "weights": str(run / "backbone.weights.h5"),
              "head": str(root / "head.keras"), "out": str(out), "sm": str(out / "savedmodel" / "fra" / "1"),
