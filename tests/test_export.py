@@ -171,7 +171,7 @@ def test_signatures_are_named_float32_and_graph_is_clean(shared):
     import tensorflow as tf
 
     from fra_keras.exporter.layout import SIGNATURES
-    from fra_keras.exporter.verify import scan_graph_ops
+    from fra_keras.exporter.verification import scan_graph_ops
 
     loaded = tf.saved_model.load(shared["sm"])
     assert sorted(loaded.signatures) == ["serve_image_bytes", "serve_tf_example", "serving_default"]
@@ -188,7 +188,7 @@ def test_signatures_are_named_float32_and_graph_is_clean(shared):
 def test_graph_scan_flags_python_and_xla_functions(tmp_path):
     import tensorflow as tf
 
-    from fra_keras.exporter.verify import scan_graph_ops
+    from fra_keras.exporter.verification import scan_graph_ops
 
     class Bad(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
@@ -255,7 +255,7 @@ def test_savedmodel_variables_size_matches_parameter_count(shared, keras_models)
 def test_verify_cli_passes_and_detects_tampering(shared, tmp_path, capsys):
     from fra_keras.exporter.cli import main
     from fra_keras.exporter.layout import VerificationError
-    from fra_keras.exporter.verify import verify
+    from fra_keras.exporter.verification import verify
 
     assert main(["verify", shared["out"]]) == 0
     out = capsys.readouterr().out
@@ -273,7 +273,7 @@ def test_verify_cli_passes_and_detects_tampering(shared, tmp_path, capsys):
 def test_broken_onnx_file_fails_verification(shared, tmp_path):
     from fra_keras.exporter.layout import VerificationError
     from fra_keras.exporter.manifest import file_checksums, read_manifest, write_manifest
-    from fra_keras.exporter.verify import verify_version
+    from fra_keras.exporter.verification import verify_version
 
     folder = tmp_path / "1"
     shutil.copytree(shared["onnx"], folder)
@@ -284,6 +284,74 @@ def test_broken_onnx_file_fails_verification(shared, tmp_path):
     write_manifest(str(folder), manifest)
     with pytest.raises(VerificationError, match="onnx.checker"):
         verify_version(None, str(folder))
+
+
+def test_verify_saved_model_takes_other_signature_names(shared, tmp_path):
+    """The SavedModel verifier works for any signature map: the export re-saved with the TFX serving
+    model's signatures (serving_default takes tf.Examples) passes, and a wrong reference is caught."""
+    import tensorflow as tf
+
+    from fra_keras.config import FRAConfig
+    from fra_keras.exporter.layout import REFERENCE, WARMUP, VerificationError
+    from fra_keras.exporter.manifest import read_manifest
+    from fra_keras.exporter.reference import load_reference
+    from fra_keras.exporter.verification import verify_saved_model
+    from fra_keras.exporter.warmup import prediction_log_bytes, warmup_requests
+
+    # signature -> (input name, the export's tf.function behind it)
+    tfx = {"serving_default": ("examples", "serve_tf_example"), "serve_images": ("images", "serve_images"),
+           "serve_image_bytes": ("image_bytes", "serve_image_bytes"),
+           "serve_tf_example": ("examples", "serve_tf_example")}
+    loaded = tf.saved_model.load(shared["sm"])
+    folder = str(tmp_path / "serving")
+    tf.saved_model.save(loaded, folder, signatures={sig: getattr(loaded, fn) for sig, (_, fn) in tfx.items()})
+    manifest = read_manifest(shared["sm"])
+    config = FRAConfig.from_dict(manifest["config"])
+    by_input = {name: value for _, name, value in warmup_requests(config, "fra")}
+    os.makedirs(os.path.join(folder, "assets.extra"))
+    with tf.io.TFRecordWriter(os.path.join(folder, WARMUP)) as writer:
+        for sig, (name, _) in tfx.items():
+            value = by_input[name]
+            proto = (tf.make_tensor_proto(value, dtype=tf.string, shape=[len(value)]) if isinstance(value, list)
+                     else tf.make_tensor_proto(value))
+            writer.write(prediction_log_bytes("fra", sig, name, proto))
+    inputs, reference, tol_key = load_reference(os.path.join(shared["sm"], REFERENCE))
+    signatures = {sig: name for sig, (name, _) in tfx.items()}
+    report = verify_saved_model(folder, inputs, reference, config, list(manifest["outputs"]),
+                                tolerance_key=tol_key, signatures=signatures)
+    assert report["ok"] and sorted(report["max_abs_diff"]) == [
+        "serve_image_bytes_vs_images", "serve_images_vs_keras", "serve_tf_example_vs_images",
+        "serving_default_vs_images"]
+    assert "4 warm-up requests replayed through the gRPC contract" in report["checks"]
+    wrong = {b: {**outs, "embedding": outs["embedding"] + 0.5} for b, outs in reference.items()}
+    with pytest.raises(VerificationError, match="serve_images_vs_keras: embedding"):
+        verify_saved_model(folder, inputs, wrong, config, list(manifest["outputs"]), signatures=signatures)
+    with pytest.raises(VerificationError, match="signatures"):   # the export's own names do not fit
+        verify_saved_model(folder, inputs, reference, config, list(manifest["outputs"]))
+
+
+def test_entry_module_keeps_the_names_other_code_imports():
+    """`fra_keras.export` gives every name export/tfx_trainer.py and the notebooks use, as the exporter's
+    own objects, and importing it (and reading a light name) loads no TensorFlow."""
+    import importlib
+    import re
+
+    from fra_keras import export, exporter
+
+    with open(os.path.join(ROOT, "export", "tfx_trainer.py")) as f:
+        used = set(re.findall(r"(?<![/\w])export\.([A-Za-z_]\w*)", f.read())) - {"md", "py"}
+    assert {"export_model", "verify", "read_manifest", "load_reference", "VerificationError"} & used
+    modules = {m: importlib.import_module(f"fra_keras.exporter.{m}") for m in exporter.PUBLIC}
+    assert used <= set(exporter.__all__), used - set(exporter.__all__)
+    for module, names in exporter.PUBLIC.items():   # after every submodule is imported: none shadows a name
+        for name in names:
+            assert getattr(export, name) is getattr(exporter, name) is getattr(modules[module], name), name
+    with pytest.raises(AttributeError, match="no_such_name"):
+        export.no_such_name
+    code = ("import sys, fra_keras.export as e; e.TOLERANCES; e.SIGNATURES; e.check_request; "
+            "print('tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr[-2000:]
 
 
 # Writing: refusal, atomicity, overwrite, re-export ------------------------------------------
@@ -336,7 +404,7 @@ def test_failed_export_leaves_nothing_behind(shared, tmp_path, monkeypatch):
 
 def test_reexport_from_savedmodel_and_overwrite(shared, tmp_path):
     from fra_keras.exporter.layout import ExportError
-    from fra_keras.exporter.verify import verify
+    from fra_keras.exporter.verification import verify
     from fra_keras.exporter.write import export_model
 
     out = str(tmp_path)

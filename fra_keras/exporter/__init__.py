@@ -15,7 +15,7 @@ module             concern
 ``onnx_file``      tf2onnx conversion, metadata and checks of model.onnx
 ``manifest``       manifest.json, checksums, tool versions, finding export versions
 ``tolerance``      how close Keras / SavedModel / ONNX outputs must be, and the comparison
-``verify``         `verify_saved_model`, `verify_version`, `verify` (graph scan, saved_model_cli)
+``verification``   `verify_saved_model`, `verify_version`, `verify` (graph scan, saved_model_cli)
 ``write``          `export_model`: build, verify in temporary folders, move into place
 ``cli``            the command line
 =================  =========================================================================
@@ -42,7 +42,7 @@ PUBLIC = {
                   "load_reference"),
     "warmup": ("prediction_log_bytes", "warmup_requests", "write_warmup", "read_warmup"),
     "onnx_file": ("convert_to_onnx",),
-    "verify": ("FORBIDDEN_OPS", "scan_graph_ops", "start_saved_model_cli", "finish_saved_model_cli",
+    "verification": ("FORBIDDEN_OPS", "scan_graph_ops", "start_saved_model_cli", "finish_saved_model_cli",
                "saved_model_cli_show", "verify_saved_model", "verify_version", "verify"),
     "write": ("ExportResult", "export_model"),
     "cli": ("build_parser", "build_verify_parser", "main"),

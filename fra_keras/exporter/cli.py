@@ -67,7 +67,7 @@ def _tools():
     """(export_model, verify), imported once the cheap checks passed: they load TensorFlow, which is
     silenced first."""
     cli_utils.quiet_tensorflow()
-    from fra_keras.exporter.verify import verify
+    from fra_keras.exporter.verification import verify
     from fra_keras.exporter.write import export_model
 
     return export_model, verify

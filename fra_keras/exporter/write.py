@@ -17,7 +17,7 @@ from fra_keras.exporter.layout import (DEFAULT_NAME, DEFAULT_OUTPUT_DIR, FORMATS
 from fra_keras.exporter.onnx_file import convert_to_onnx, onnx_metadata
 from fra_keras.exporter.reference import reference_batches, save_reference, verification_inputs
 from fra_keras.exporter.source import Source, check_head, load_head, load_source
-from fra_keras.exporter.verify import start_saved_model_cli, stop_saved_model_cli, verify_version
+from fra_keras.exporter.verification import start_saved_model_cli, stop_saved_model_cli, verify_version
 from fra_keras.exporter.warmup import write_warmup
 from fra_keras.serving import InputSpec
 
@@ -84,7 +84,7 @@ def export_model(model, output_dir: str = DEFAULT_OUTPUT_DIR, name: str = DEFAUL
                  overwrite: bool = False, opset: int = ONNX_OPSET, saved_model_cli: bool = True,
                  log=print) -> ExportResult:
     """Export, verify and move into place (layout: `fra_keras.exporter.layout`; signatures:
-    `fra_keras.exporter.graph`; checks: `fra_keras.exporter.verify`).
+    `fra_keras.exporter.graph`; checks: `fra_keras.exporter.verification`).
 
     Args:
       model: path to a model.keras / backbone.weights.h5 (config.json beside it) / exported SavedModel
