@@ -292,11 +292,11 @@ def test_verify_saved_model_takes_other_signature_names(shared, tmp_path):
     import tensorflow as tf
 
     from fra_keras.config import FRAConfig
-    from fra_keras.exporter.layout import REFERENCE, WARMUP, VerificationError
+    from fra_keras.exporter.layout import REFERENCE, VerificationError
     from fra_keras.exporter.manifest import read_manifest
     from fra_keras.exporter.reference import load_reference
     from fra_keras.exporter.verification import verify_saved_model
-    from fra_keras.exporter.warmup import prediction_log_bytes, warmup_requests
+    from fra_keras.exporter.warmup import write_warmup
 
     # signature -> (input name, the export's tf.function behind it)
     tfx = {"serving_default": ("examples", "serve_tf_example"), "serve_images": ("images", "serve_images"),
@@ -307,16 +307,9 @@ def test_verify_saved_model_takes_other_signature_names(shared, tmp_path):
     tf.saved_model.save(loaded, folder, signatures={sig: getattr(loaded, fn) for sig, (_, fn) in tfx.items()})
     manifest = read_manifest(shared["sm"])
     config = FRAConfig.from_dict(manifest["config"])
-    by_input = {name: value for _, name, value in warmup_requests(config, "fra")}
-    os.makedirs(os.path.join(folder, "assets.extra"))
-    with tf.io.TFRecordWriter(os.path.join(folder, WARMUP)) as writer:
-        for sig, (name, _) in tfx.items():
-            value = by_input[name]
-            proto = (tf.make_tensor_proto(value, dtype=tf.string, shape=[len(value)]) if isinstance(value, list)
-                     else tf.make_tensor_proto(value))
-            writer.write(prediction_log_bytes("fra", sig, name, proto))
-    inputs, reference, tol_key = load_reference(os.path.join(shared["sm"], REFERENCE))
     signatures = {sig: name for sig, (name, _) in tfx.items()}
+    assert write_warmup(folder, config, "fra", signatures) == 4
+    inputs, reference, tol_key = load_reference(os.path.join(shared["sm"], REFERENCE))
     report = verify_saved_model(folder, inputs, reference, config, list(manifest["outputs"]),
                                 tolerance_key=tol_key, signatures=signatures)
     assert report["ok"] and sorted(report["max_abs_diff"]) == [

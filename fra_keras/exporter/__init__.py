@@ -37,7 +37,7 @@ PUBLIC = {
     "manifest": ("file_checksums", "check_checksums", "read_manifest", "write_manifest", "tool_versions",
                  "find_versions"),
     "source": ("Source", "load_source", "load_head", "head_output_names", "check_head"),
-    "graph": ("float32_components", "build_serving_module", "serving_signatures"),
+    "graph": ("MODULE_FUNCTIONS", "float32_components", "build_serving_module", "serving_signatures"),
     "reference": ("VERIFY_SEED", "verification_inputs", "keras_reference", "reference_batches", "save_reference",
                   "load_reference"),
     "warmup": ("prediction_log_bytes", "warmup_requests", "write_warmup", "read_warmup"),

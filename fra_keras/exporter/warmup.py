@@ -4,12 +4,13 @@ protos that TF Serving replays at load time (https://www.tensorflow.org/tfx/serv
 from __future__ import annotations
 
 import os
+from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
 
 from fra_keras.config import FRAConfig
-from fra_keras.exporter.layout import WARMUP
+from fra_keras.exporter.layout import SIGNATURES, WARMUP, ExportError
 from fra_keras.serving import build_predict_request, build_tf_example
 
 
@@ -57,11 +58,19 @@ def _serving_protos():
     return prediction_log_pb2
 
 
-def write_warmup(folder: str, config: FRAConfig, model_name: str) -> int:
-    """Write the warm-up file of `warmup_requests` into the SavedModel `folder`; returns its length."""
+def write_warmup(folder: str, config: FRAConfig, model_name: str,
+                 signatures: Mapping[str, str] = SIGNATURES) -> int:
+    """Write the warm-up file into the SavedModel `folder`: one request per signature of `signatures`
+    (signature -> input name: "images", "image_bytes" or "examples"; default the export's three), with
+    the values of `warmup_requests`. Returns the number of requests."""
+    by_input = {name: value for _, name, value in warmup_requests(config, model_name)}
+    unknown = sorted(set(signatures.values()) - set(by_input))
+    if unknown:
+        raise ExportError(f"signatures={dict(signatures)!r}: no warm-up value for input {unknown[0]!r}; "
+                          f"inputs are {sorted(by_input)}")
+    records = [(sig, name, by_input[name]) for sig, name in signatures.items()]
     path = os.path.join(folder, WARMUP)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    records = warmup_requests(config, model_name)
     prediction_log_pb2 = _serving_protos()
     with tf.io.TFRecordWriter(path) as writer:
         for signature, input_name, value in records:
