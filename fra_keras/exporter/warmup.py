@@ -75,7 +75,7 @@ def write_warmup(folder: str, config: FRAConfig, model_name: str,
     with tf.io.TFRecordWriter(path) as writer:
         for signature, input_name, value in records:
             if prediction_log_pb2 is not None:
-                request = build_predict_request(model_name, value, signature)
+                request = build_predict_request(model_name, value, signature, input_name=input_name)
                 log = prediction_log_pb2.PredictionLog(
                     predict_log=prediction_log_pb2.PredictLog(request=request))
                 writer.write(log.SerializeToString())
