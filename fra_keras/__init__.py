@@ -6,6 +6,7 @@ Public API (imported lazily so that the command-line tools can silence TensorFlo
     model = fra_keras.FRA.from_preset("tiny")
     config = fra_keras.FRAConfig.from_preset("paper")
     backbone = fra_keras.build_backbone(config)
+    x = fra_keras.normalize_images(images_uint8, config.mean, config.std)   # the models' input
 
 `import fra_keras` alone is enough for `keras.saving.load_model("run/model.keras")`: every Keras-
 serializable class of the package is registered as soon as Keras is (or already was) imported, without
@@ -31,6 +32,8 @@ _LAZY = {
     "FRA": ("fra_keras.models.fra", "FRA"),
     "build_backbone": ("fra_keras.models.backbone", "build_backbone"),
     "load_backbone": ("fra_keras.models.backbone", "load_backbone"),
+    "normalize_images": ("fra_keras.preprocessing", "normalize_images"),
+    "preprocessing": ("fra_keras.preprocessing", None),
     "losses": ("fra_keras.losses", None),
     "data": ("fra_keras.data", None),
     "monitor": ("fra_keras.monitor", None),

@@ -159,6 +159,21 @@ def region_attention(logits, scale=1.0):
     return tf.nn.softmax(_f32(logits) / float(scale), axis=-1) + ATTENTION_FLOOR
 
 
+def region_heatmaps(pixel_embeddings, mask_embeddings, scale=1.0, return_logits=False):
+    """The K facial-region heatmaps: `region_attention(region_logits(pixels, masks), scale)`.
+
+    The one heatmap formula of the package: training (the neck, against the batch-mean mask
+    embeddings), inference (`FRA.heatmaps`, against the prototypes), the export graph and the
+    region-health monitor all call it.
+    Args: as `region_logits`; `scale` as `region_attention`.
+    Returns: (B, h, w, K) float32 heatmaps, or (heatmaps, logits) with `return_logits=True` (the
+    clustering loss needs the cosines).
+    """
+    logits = region_logits(pixel_embeddings, mask_embeddings)
+    heatmaps = region_attention(logits, scale)
+    return (heatmaps, logits) if return_logits else heatmaps
+
+
 def region_features(features, attention):
     """Weighted average pooling of the feature map with each heatmap (docs/method.md, "Neck and heatmaps").
 

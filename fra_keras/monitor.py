@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from fra_keras import losses
-from fra_keras.data.augment import normalize
+from fra_keras.preprocessing import normalize_images
 
 MONITOR_KEYS = ("monitor_mask_cosine", "monitor_cluster_ratio", "monitor_region_usage", "monitor_knn_accuracy")
 
@@ -83,9 +83,9 @@ def region_health(model, images, batch_size: int = 64) -> Dict[str, float]:
             outs[key + "pixel"].append(np.asarray(tf.cast(out["pixel"], tf.float32)))
     outs = {k: np.concatenate(v) for k, v in outs.items()}
     mask_mean = outs["masks"].mean(axis=0)                                          # (K, D)
-    s = losses.region_logits(outs["pixel"], mask_mean).numpy()                      # (N, h, w, K)
+    attention, s = losses.region_heatmaps(outs["pixel"], mask_mean, c.heatmap_scale, return_logits=True)
+    attention, s = attention.numpy(), s.numpy()                                     # (N, h, w, K) each
     t = losses.region_logits(outs["target_pixel"], outs["target_masks"].mean(axis=0)).numpy()
-    attention = losses.region_attention(s, c.heatmap_scale).numpy()
     k = c.num_regions
     cluster = losses.clustering_loss(s.reshape(-1, k), t.reshape(-1, k), c.student_temperature,
                                      c.teacher_temperature, c.sinkhorn_iterations, c.me_max_weight,
@@ -137,7 +137,8 @@ class RegionMonitor(keras.callbacks.Callback):
         if self._data is None:
             ref, ref_y, query, query_y = held_out_faces(self.config.image_size, self.num_reference,
                                                         self.num_query, self.seed)
-            self._data = (normalize(ref, self.config), ref_y, normalize(query, self.config), query_y)
+            mean, std = self.config.mean, self.config.std
+            self._data = (normalize_images(ref, mean, std), ref_y, normalize_images(query, mean, std), query_y)
         if self.log_dir and self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "monitor"))
         # A first check before any step: the starting point, and every epoch row gets the columns.

@@ -71,12 +71,12 @@ def model_heatmap_grid(model, images_uint8: np.ndarray) -> np.ndarray:
     """Run `model.heatmaps` on uint8 faces (resized to the model's image size) and compose the grid."""
     import tensorflow as tf
 
-    from fra_keras.data.augment import normalize
+    from fra_keras.preprocessing import normalize_images
 
     size = model.config.image_size
     faces = tf.image.resize(tf.convert_to_tensor(images_uint8), (size, size), method="bilinear")
     faces = tf.cast(tf.clip_by_value(tf.round(faces), 0, 255), tf.uint8)
-    heat = model.heatmaps(normalize(faces, model.config), training=False)
+    heat = model.heatmaps(normalize_images(faces, model.config.mean, model.config.std), training=False)
     return heatmap_rows(faces.numpy(), upsample_heatmaps(heat, size))
 
 

@@ -55,7 +55,8 @@ NAMES = ["embedding", "feature_map", "heatmaps", "expression_logits"]
 
 # Layout and manifest -------------------------------------------------------------------------
 def test_layout_manifest_and_checksums(shared):
-    from fra_keras import export
+    from fra_keras.exporter.layout import ONNX_OPSET, SIGNATURES
+    from fra_keras.exporter.manifest import check_checksums, read_manifest
 
     sm, onnx_dir = shared["sm"], shared["onnx"]
     for rel in ("saved_model.pb", "variables/variables.index", "assets.extra/tf_serving_warmup_requests",
@@ -66,7 +67,7 @@ def test_layout_manifest_and_checksums(shared):
     for parent in (os.path.dirname(sm), os.path.dirname(onnx_dir)):
         assert sorted(os.listdir(parent)) in (["1"], ["1", "config.pbtxt"]), os.listdir(parent)  # no .tmp-*
     for folder, fmt in ((sm, "savedmodel"), (onnx_dir, "onnx")):
-        m = export.read_manifest(folder)
+        m = read_manifest(folder)
         assert m["format"] == fmt and m["name"] == "fra" and m["version"] == 1
         assert list(m["outputs"]) == NAMES
         assert all(o["dtype"] == "float32" for o in m["outputs"].values())
@@ -81,36 +82,37 @@ def test_layout_manifest_and_checksums(shared):
             assert m["tools"][tool], tool
         assert m["source"]["kind"] == "keras" and len(m["source"]["sha256"]) == 64
         assert m["verification"]["ok"] is True
-        assert export.check_checksums(folder, m) == []
-    sm_manifest = export.read_manifest(sm)
-    assert sorted(sm_manifest["signatures"]) == sorted(export.SIGNATURES)
+        assert check_checksums(folder, m) == []
+    sm_manifest = read_manifest(sm)
+    assert sorted(sm_manifest["signatures"]) == sorted(SIGNATURES)
     assert sm_manifest["signatures"]["serving_default"]["images"] == {
         "dtype": "uint8", "shape": [None, None, None, 3], "content": "image"}
     assert sm_manifest["warmup"]["requests"] == 3
-    assert export.read_manifest(onnx_dir)["onnx"]["opset"] == export.ONNX_OPSET
+    assert read_manifest(onnx_dir)["onnx"]["opset"] == ONNX_OPSET
 
 
 def test_signatures_are_named_float32_and_graph_is_clean(shared):
     import tensorflow as tf
 
-    from fra_keras import export
+    from fra_keras.exporter.layout import SIGNATURES
+    from fra_keras.exporter.verification import scan_graph_ops
 
     loaded = tf.saved_model.load(shared["sm"])
     assert sorted(loaded.signatures) == ["serve_image_bytes", "serve_tf_example", "serving_default"]
-    for sig, input_name in export.SIGNATURES.items():
+    for sig, input_name in SIGNATURES.items():
         fn = loaded.signatures[sig]
         _, kwargs = fn.structured_input_signature
         assert list(kwargs) == [input_name]
         assert kwargs[input_name].dtype == (tf.uint8 if sig == "serving_default" else tf.string)
         assert sorted(fn.structured_outputs) == sorted(NAMES)
         assert all(s.dtype == tf.float32 for s in fn.structured_outputs.values())
-    assert export.scan_graph_ops(shared["sm"]) == []
+    assert scan_graph_ops(shared["sm"]) == []
 
 
 def test_graph_scan_flags_python_and_xla_functions(tmp_path):
     import tensorflow as tf
 
-    from fra_keras import export
+    from fra_keras.exporter.verification import scan_graph_ops
 
     class Bad(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
@@ -123,7 +125,7 @@ def test_graph_scan_flags_python_and_xla_functions(tmp_path):
 
     module = Bad()
     tf.saved_model.save(module, str(tmp_path), signatures={"py": module.py, "xla": module.xla})
-    problems = " ".join(export.scan_graph_ops(str(tmp_path)))
+    problems = " ".join(scan_graph_ops(str(tmp_path)))
     assert "PyFunc" in problems
     assert "XLA" in problems
 
@@ -134,7 +136,7 @@ def test_savedmodel_and_onnx_match_keras_at_batch_1_and_4(shared, keras_models, 
     import onnxruntime as ort
     import tensorflow as tf
 
-    from fra_keras import export
+    from fra_keras.exporter.layout import ONNX_OPSET
 
     model, head = keras_models
     fn = tf.saved_model.load(shared["sm"]).signatures["serving_default"]
@@ -154,7 +156,7 @@ def test_savedmodel_and_onnx_match_keras_at_batch_1_and_4(shared, keras_models, 
     assert proto.graph.input[0].name == "images" and dims == ["batch", "height", "width", 3]
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert all(o.type.tensor_type.shape.dim[0].dim_param == "batch" for o in proto.graph.output)
-    assert {i.domain: i.version for i in proto.opset_import}[""] == export.ONNX_OPSET
+    assert {i.domain: i.version for i in proto.opset_import}[""] == ONNX_OPSET
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["image_size"] == "64" and json.loads(meta["mean"]) == pytest.approx([0.5231, 0.4044, 0.3489])
     assert meta["heatmaps"] == "included" and meta["fra_keras.version"] == "1"
@@ -175,9 +177,11 @@ def test_savedmodel_variables_size_matches_parameter_count(shared, keras_models)
 
 # Verification -------------------------------------------------------------------------------
 def test_verify_cli_passes_and_detects_tampering(shared, tmp_path, capsys):
-    from fra_keras import export
+    from fra_keras.exporter.cli import main
+    from fra_keras.exporter.layout import VerificationError
+    from fra_keras.exporter.verification import verify
 
-    assert export.main(["verify", shared["out"]]) == 0
+    assert main(["verify", shared["out"]]) == 0
     out = capsys.readouterr().out
     assert "ok fra/1" in out and "onnx_vs_savedmodel" in out
 
@@ -185,33 +189,98 @@ def test_verify_cli_passes_and_detects_tampering(shared, tmp_path, capsys):
     shutil.copytree(shared["out"], copy)
     ref = copy / "savedmodel" / "fra" / "1" / "verification.npz"
     ref.write_bytes(ref.read_bytes() + b"x")
-    with pytest.raises(export.VerificationError, match="verification.npz: sha256"):
-        export.verify(str(copy / "savedmodel" / "fra" / "1"), saved_model_cli=False)
-    assert export.main(["verify", str(copy / "savedmodel" / "fra")]) == 1
+    with pytest.raises(VerificationError, match="verification.npz: sha256"):
+        verify(str(copy / "savedmodel" / "fra" / "1"), saved_model_cli=False)
+    assert main(["verify", str(copy / "savedmodel" / "fra")]) == 1
 
 
 def test_broken_onnx_file_fails_verification(shared, tmp_path):
-    from fra_keras import export
+    from fra_keras.exporter.layout import VerificationError
+    from fra_keras.exporter.manifest import file_checksums, read_manifest, write_manifest
+    from fra_keras.exporter.verification import verify_version
 
     folder = tmp_path / "1"
     shutil.copytree(shared["onnx"], folder)
     model = folder / "model.onnx"
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
-    manifest = export.read_manifest(str(folder))
-    manifest["files"] = export.file_checksums(str(folder))   # a consistent manifest for a broken file
-    export.write_manifest(str(folder), manifest)
-    with pytest.raises(export.VerificationError, match="onnx.checker"):
-        export.verify_version(None, str(folder))
+    manifest = read_manifest(str(folder))
+    manifest["files"] = file_checksums(str(folder))   # a consistent manifest for a broken file
+    write_manifest(str(folder), manifest)
+    with pytest.raises(VerificationError, match="onnx.checker"):
+        verify_version(None, str(folder))
+
+
+def test_verify_saved_model_takes_other_signature_names(shared, tmp_path):
+    """The SavedModel verifier works for any signature map: the export re-saved with the TFX serving
+    model's signatures (serving_default takes tf.Examples) passes, and a wrong reference is caught."""
+    import tensorflow as tf
+
+    from fra_keras.config import FRAConfig
+    from fra_keras.exporter.layout import REFERENCE, VerificationError
+    from fra_keras.exporter.manifest import read_manifest
+    from fra_keras.exporter.reference import load_reference
+    from fra_keras.exporter.verification import verify_saved_model
+    from fra_keras.exporter.warmup import write_warmup
+
+    # signature -> (input name, the export's tf.function behind it)
+    tfx = {"serving_default": ("examples", "serve_tf_example"), "serve_images": ("images", "serve_images"),
+           "serve_image_bytes": ("image_bytes", "serve_image_bytes"),
+           "serve_tf_example": ("examples", "serve_tf_example")}
+    loaded = tf.saved_model.load(shared["sm"])
+    folder = str(tmp_path / "serving")
+    tf.saved_model.save(loaded, folder, signatures={sig: getattr(loaded, fn) for sig, (_, fn) in tfx.items()})
+    manifest = read_manifest(shared["sm"])
+    config = FRAConfig.from_dict(manifest["config"])
+    signatures = {sig: name for sig, (name, _) in tfx.items()}
+    assert write_warmup(folder, config, "fra", signatures) == 4
+    inputs, reference, tol_key = load_reference(os.path.join(shared["sm"], REFERENCE))
+    report = verify_saved_model(folder, inputs, reference, config, list(manifest["outputs"]),
+                                tolerance_key=tol_key, signatures=signatures)
+    assert report["ok"] and sorted(report["max_abs_diff"]) == [
+        "serve_image_bytes_vs_images", "serve_images_vs_keras", "serve_tf_example_vs_images",
+        "serving_default_vs_images"]
+    assert "4 warm-up requests replayed through the gRPC contract" in report["checks"]
+    wrong = {b: {**outs, "embedding": outs["embedding"] + 0.5} for b, outs in reference.items()}
+    with pytest.raises(VerificationError, match="serve_images_vs_keras: embedding"):
+        verify_saved_model(folder, inputs, wrong, config, list(manifest["outputs"]), signatures=signatures)
+    with pytest.raises(VerificationError, match="signatures"):   # the export's own names do not fit
+        verify_saved_model(folder, inputs, reference, config, list(manifest["outputs"]))
+
+
+def test_entry_module_keeps_the_names_other_code_imports():
+    """`fra_keras.export` gives every name export/tfx_trainer.py and the notebooks use, as the exporter's
+    own objects, and importing it (and reading a light name) loads no TensorFlow."""
+    import importlib
+    import re
+
+    from fra_keras import export, exporter
+
+    with open(os.path.join(ROOT, "export", "tfx_trainer.py")) as f:
+        used = set(re.findall(r"(?<![/\w])export\.([A-Za-z_]\w*)", f.read())) - {"md", "py"}
+    assert {"export_model", "verify", "read_manifest", "load_reference", "VerificationError"} & used
+    modules = {m: importlib.import_module(f"fra_keras.exporter.{m}") for m in exporter.PUBLIC}
+    assert used <= set(exporter.__all__), used - set(exporter.__all__)
+    for module, names in exporter.PUBLIC.items():   # after every submodule is imported: none shadows a name
+        for name in names:
+            assert getattr(export, name) is getattr(exporter, name) is getattr(modules[module], name), name
+    with pytest.raises(AttributeError, match="no_such_name"):
+        export.no_such_name
+    code = ("import sys, fra_keras.export as e; e.TOLERANCES; e.SIGNATURES; e.check_request; "
+            "print('tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr[-2000:]
 
 
 # Writing: refusal, atomicity, overwrite, re-export ------------------------------------------
 def test_refuses_to_overwrite_an_existing_version(shared):
-    from fra_keras import export
+    from fra_keras.exporter.layout import ExportError
+    from fra_keras.exporter.manifest import file_checksums
+    from fra_keras.exporter.write import export_model
 
-    before = export.file_checksums(shared["sm"])
-    with pytest.raises(export.ExportError, match="already exists"):
-        export.export_model(shared["model"], shared["out"], "fra", 1)
-    assert export.file_checksums(shared["sm"]) == before
+    before = file_checksums(shared["sm"])
+    with pytest.raises(ExportError, match="already exists"):
+        export_model(shared["model"], shared["out"], "fra", 1)
+    assert file_checksums(shared["sm"]) == before
     proc = subprocess.run([sys.executable, "-m", "fra_keras.export", "--model", shared["model"], "--output-dir",
                            shared["out"], "--name", "fra", "--version", "1"], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)
@@ -238,48 +307,51 @@ def test_cli_bad_arguments_give_one_line(shared, tmp_path, args, message):
 
 
 def test_failed_export_leaves_nothing_behind(shared, tmp_path, monkeypatch):
-    from fra_keras import export
+    from fra_keras.exporter import write
+    from fra_keras.exporter.layout import VerificationError
 
     def broken(*args, **kwargs):
-        raise export.VerificationError(["simulated failure"])
+        raise VerificationError(["simulated failure"])
 
-    monkeypatch.setattr(export, "verify_version", broken)
-    with pytest.raises(export.VerificationError, match="simulated"):
-        export.export_model(shared["sm"], str(tmp_path), "fra", 2, formats=["savedmodel"])
+    monkeypatch.setattr(write, "verify_version", broken)
+    with pytest.raises(VerificationError, match="simulated"):
+        write.export_model(shared["sm"], str(tmp_path), "fra", 2, formats=["savedmodel"])
     assert os.listdir(tmp_path) == []   # not even the empty savedmodel/fra parents
 
 
 def test_reexport_from_savedmodel_and_overwrite(shared, tmp_path):
-    from fra_keras import export
+    from fra_keras.exporter.layout import ExportError
+    from fra_keras.exporter.verification import verify
+    from fra_keras.exporter.write import export_model
 
     out = str(tmp_path)
-    first = export.export_model(shared["sm"], out, "fra-copy", 3, formats=["savedmodel"], saved_model_cli=False,
-                                log=None)
+    first = export_model(shared["sm"], out, "fra-copy", 3, formats=["savedmodel"], saved_model_cli=False,
+                         log=None)
     manifest = first.manifest
     assert manifest["source"]["kind"] == "savedmodel" and manifest["source"]["original"]["kind"] == "keras"
     assert list(manifest["outputs"]) == NAMES
     assert manifest["verification"]["keras_reference"].startswith("stored")
-    with pytest.raises(export.ExportError, match="already exists"):
-        export.export_model(shared["sm"], out, "fra-copy", 3, formats=["savedmodel"], log=None)
+    with pytest.raises(ExportError, match="already exists"):
+        export_model(shared["sm"], out, "fra-copy", 3, formats=["savedmodel"], log=None)
     marker = os.path.join(first.paths["savedmodel"], "stale-file")
     open(marker, "w").close()
-    second = export.export_model(shared["sm"], out, "fra-copy", 3, formats=["savedmodel"], overwrite=True,
-                                 saved_model_cli=False, log=None)
+    second = export_model(shared["sm"], out, "fra-copy", 3, formats=["savedmodel"], overwrite=True,
+                          saved_model_cli=False, log=None)
     assert not os.path.exists(marker)                     # the old version was replaced as a whole
     assert sorted(os.listdir(os.path.dirname(second.paths["savedmodel"]))) == ["3"]
-    export.verify(out, saved_model_cli=False)
-    with pytest.raises(export.ExportError, match="--head"):
-        export.export_model(shared["sm"], out, "fra-copy", 4, head=shared["head"], log=None)
+    verify(out, saved_model_cli=False)
+    with pytest.raises(ExportError, match="--head"):
+        export_model(shared["sm"], out, "fra-copy", 4, head=shared["head"], log=None)
 
 
 # Sources and heads --------------------------------------------------------------------------
 def test_backbone_weights_export_has_no_heatmaps(shared, tmp_path, batches):
     import tensorflow as tf
 
-    from fra_keras import export
+    from fra_keras.exporter.write import export_model
 
-    result = export.export_model(shared["weights"], str(tmp_path), "backbone", 1, formats=["savedmodel"],
-                                 saved_model_cli=False, log=None)
+    result = export_model(shared["weights"], str(tmp_path), "backbone", 1, formats=["savedmodel"],
+                          saved_model_cli=False, log=None)
     manifest = result.manifest
     assert list(manifest["outputs"]) == ["embedding", "feature_map"]
     assert manifest["heatmaps"]["included"] is False and "prototypes" in manifest["heatmaps"]["reason"]
@@ -296,7 +368,8 @@ def test_backbone_weights_export_has_no_heatmaps(shared, tmp_path, batches):
 def test_head_output_names_and_checks():
     import keras
 
-    from fra_keras import export
+    from fra_keras.exporter.layout import ExportError
+    from fra_keras.exporter.source import check_head
 
     config = tiny_config()
     c = config.feature_channels
@@ -304,15 +377,15 @@ def test_head_output_names_and_checks():
     pooled = keras.layers.GlobalAveragePooling2D()(inp)
     named = keras.layers.Dense(7, name="expression_logits")(pooled)
     auto = keras.layers.Dense(3)(pooled)
-    assert export.check_head(keras.Model(inp, named), config) == ["expression_logits"]
-    assert export.check_head(keras.Model(inp, auto), config) == ["head_output"]
-    assert export.check_head(keras.Model(inp, {"valence": auto, "expr": named}), config) == ["valence", "expr"]
-    with pytest.raises(export.ExportError, match="clashes"):
-        export.check_head(keras.Model(inp, {"embedding": auto}), config)
+    assert check_head(keras.Model(inp, named), config) == ["expression_logits"]
+    assert check_head(keras.Model(inp, auto), config) == ["head_output"]
+    assert check_head(keras.Model(inp, {"valence": auto, "expr": named}), config) == ["valence", "expr"]
+    with pytest.raises(ExportError, match="clashes"):
+        check_head(keras.Model(inp, {"embedding": auto}), config)
     wrong = keras.Input((None, None, c + 1))
-    with pytest.raises(export.ExportError, match="feature map"):
-        export.check_head(keras.Model(wrong, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(wrong))),
-                          config)
+    with pytest.raises(ExportError, match="feature map"):
+        check_head(keras.Model(wrong, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(wrong))),
+                   config)
 
 
 def test_head_that_cannot_trace_unknown_sizes_still_saves(tmp_path):
@@ -321,7 +394,8 @@ def test_head_that_cannot_trace_unknown_sizes_still_saves(tmp_path):
     import keras
     import tensorflow as tf
 
-    from fra_keras import export
+    from fra_keras.exporter.graph import build_serving_module
+    from fra_keras.exporter.source import check_head
     from fra_keras.models.backbone import build_backbone
 
     config = tiny_config()
@@ -329,8 +403,8 @@ def test_head_that_cannot_trace_unknown_sizes_still_saves(tmp_path):
     inp = keras.Input((None, None, config.feature_channels))
     up = keras.layers.UpSampling2D(2, interpolation="bilinear")(keras.layers.Conv2D(3, 1)(inp))
     head = keras.Model(inp, {"maps": up})
-    names = export.check_head(head, config)
-    module = export.build_serving_module(config, backbone, head=head, head_names=names)
+    names = check_head(head, config)
+    module = build_serving_module(config, backbone, head=head, head_names=names)
     tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve_images})
     out = tf.saved_model.load(str(tmp_path)).signatures["serving_default"](images=tf.zeros([1, 64, 64, 3], tf.uint8))
     assert out["maps"].shape == (1, 8, 8, 3) and "heatmaps" not in out
@@ -340,12 +414,12 @@ def test_mixed_precision_model_exports_float32(tmp_path):
     import tensorflow as tf
 
     import fra_keras
-    from fra_keras import export
+    from fra_keras.exporter.write import export_model
 
     model = tiny_model(1, precision="mixed_bfloat16")
     assert model.backbone.compute_dtype == "bfloat16"
-    result = export.export_model(model, str(tmp_path), "bf16", 1, formats=["savedmodel"], saved_model_cli=False,
-                                 log=None)
+    result = export_model(model, str(tmp_path), "bf16", 1, formats=["savedmodel"], saved_model_cli=False,
+                          log=None)
     fn = tf.saved_model.load(result.paths["savedmodel"]).signatures["serving_default"]
     assert all(spec.dtype == tf.float32 for spec in fn.structured_outputs.values())
     assert result.report["tolerances"]["keras"] == {"atol": 2e-2, "rtol": 5e-2}
@@ -367,12 +441,13 @@ def test_warmup_records_without_serving_protos_match_real_protos():
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from fra_keras import export, serving
+    from fra_keras import serving
+    from fra_keras.exporter.warmup import prediction_log_bytes
 
     image = np.arange(2 * 3 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3, 3)
     request = serving.build_predict_request("fra", image, "serving_default")
     real = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-    manual = export.prediction_log_bytes("fra", "serving_default", "images", tf.make_tensor_proto(image))
+    manual = prediction_log_bytes("fra", "serving_default", "images", tf.make_tensor_proto(image))
     assert manual == real.SerializeToString()
 
 

@@ -47,32 +47,33 @@ def test_missing_onnx_tools_give_one_line_and_no_folders(tmp_path, missing):
 
 def test_savedmodel_only_export_does_not_need_onnx(tmp_path):
     """--formats savedmodel passes the up-front check without the ONNX tools."""
-    from fra_keras import export
+    from fra_keras.exporter.layout import check_onnx_tools
 
-    export.check_onnx_tools(["savedmodel"])
+    check_onnx_tools(["savedmodel"])
     proc, _ = _export_without("onnx,tf2onnx,onnxruntime", ["--model", "missing.keras", "--formats", "savedmodel"],
                               tmp_path)
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "onnx" not in proc.stderr
 
 
 def test_failed_export_removes_the_folders_it_created(tiny_fra, tmp_path, monkeypatch):
-    from fra_keras import export
+    from fra_keras.exporter import graph
+    from fra_keras.exporter.write import export_model
 
     model = tiny_fra
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated crash while building the serving graph")
 
-    monkeypatch.setattr(export, "build_serving_module", broken)
+    monkeypatch.setattr(graph, "build_serving_module", broken)
     out = tmp_path / "export" / "models"
     with pytest.raises(RuntimeError, match="simulated"):
-        export.export_model(model, str(out), "fra", 1, formats=["savedmodel", "onnx"], saved_model_cli=False,
-                            log=None)
+        export_model(model, str(out), "fra", 1, formats=["savedmodel", "onnx"], saved_model_cli=False,
+                     log=None)
     assert os.listdir(tmp_path) == []
     # Folders that existed before the export are kept, even when empty.
     out.mkdir(parents=True)
     with pytest.raises(RuntimeError, match="simulated"):
-        export.export_model(model, str(out), "fra", 1, formats=["savedmodel"], saved_model_cli=False, log=None)
+        export_model(model, str(out), "fra", 1, formats=["savedmodel"], saved_model_cli=False, log=None)
     assert out.is_dir() and os.listdir(out) == []
 
 
@@ -88,13 +89,13 @@ def _random_model(seed, width=8):
 def test_issue_figures_pass_and_the_limit_scales_with_the_output():
     """The healthy tiny model of the issue (feature-map difference 1.87e-4 at max |ref| 8.1) passes;
     the limit is proportional to the output's scale."""
-    from fra_keras import export
     from fra_keras.config import FRAConfig
+    from fra_keras.exporter.tolerance import float32_tolerance
 
-    tol = export.float32_tolerance(FRAConfig.from_preset("tiny"))
+    tol = float32_tolerance(FRAConfig.from_preset("tiny"))
     assert 1.87e-4 < tol.limit(8.1) < 1e-2 * 8.1
     assert tol.limit(1000 * 8.1) == pytest.approx(1000 * tol.limit(8.1), rel=1e-2)
-    paper = export.float32_tolerance(FRAConfig.from_preset("paper"))
+    paper = float32_tolerance(FRAConfig.from_preset("paper"))
     assert tol.rtol < paper.rtol < 2e-3    # deeper and wider: a larger, still sub-0.2 % bound
     assert 6.3e-4 < paper.limit(238)       # measured on ResNet-50 feature maps (docs/export.md)
 
@@ -104,40 +105,43 @@ def test_verification_tolerance_over_many_random_models():
     catches an export that dropped the BatchNorm statistics or swapped mean and std."""
     import tensorflow as tf
 
-    from fra_keras import export
+    from fra_keras.exporter.graph import build_serving_module, float32_components
+    from fra_keras.exporter.reference import keras_reference, verification_inputs
+    from fra_keras.exporter.source import load_source
+    from fra_keras.exporter.tolerance import compare_outputs, float32_tolerance
 
     worst = 0.0
     for seed in range(12):
         model = _random_model(seed)
-        source = export.load_source(model)
-        backbone, pixel_proj, prototypes = export._float32_components(source)
-        module = export.build_serving_module(source.config, backbone, pixel_proj, prototypes)
-        tol = export.float32_tolerance(source.config)
-        inputs = export.verification_inputs(source.config.image_size, seed=seed)
+        source = load_source(model)
+        backbone, pixel_proj, prototypes = float32_components(source)
+        module = build_serving_module(source.config, backbone, pixel_proj, prototypes)
+        tol = float32_tolerance(source.config)
+        inputs = verification_inputs(source.config.image_size, seed=seed)
         for batch in ("b4", "odd"):
-            ref = export.keras_reference(source, inputs[batch])
+            ref = keras_reference(source, inputs[batch])
             out = {k: v.numpy() for k, v in module.serve_images(tf.constant(inputs[batch])).items()}
             report, problems = {}, []
-            export._compare(out, ref, ["embedding", "feature_map", "heatmaps"], tol, "sm", report, problems)
+            compare_outputs(out, ref, ["embedding", "feature_map", "heatmaps"], tol, "sm", report, problems)
             assert not problems, (seed, problems)
             for name, diff in report["sm"].items():
                 worst = max(worst, diff / (tol.limit(float(np.max(np.abs(ref[name]))))))
         if seed < 2:   # power: real faults exceed the limit by far
             for broken_config in (source.config.replace(mean=source.config.std, std=source.config.mean),):
-                broken = export.build_serving_module(broken_config, backbone, pixel_proj, prototypes)
+                broken = build_serving_module(broken_config, backbone, pixel_proj, prototypes)
                 out = {k: v.numpy() for k, v in broken.serve_images(tf.constant(inputs["b4"])).items()}
                 problems = []
-                export._compare(out, export.keras_reference(source, inputs["b4"]), ["feature_map"], tol, "x", {},
+                compare_outputs(out, keras_reference(source, inputs["b4"]), ["feature_map"], tol, "x", {},
                                 problems)
                 assert problems, "a normalisation fault went unnoticed"
             for layer in backbone.layers:
                 if hasattr(layer, "moving_variance"):
                     layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, "float32"))
                     layer.moving_variance.assign(np.ones(layer.moving_variance.shape, "float32"))
-            dropped = export.build_serving_module(source.config, backbone, pixel_proj, prototypes)
+            dropped = build_serving_module(source.config, backbone, pixel_proj, prototypes)
             out = {k: v.numpy() for k, v in dropped.serve_images(tf.constant(inputs["b4"])).items()}
             problems = []
-            export._compare(out, export.keras_reference(source, inputs["b4"]), ["feature_map"], tol, "x", {}, problems)
+            compare_outputs(out, keras_reference(source, inputs["b4"]), ["feature_map"], tol, "x", {}, problems)
             assert problems, "dropped BatchNorm statistics went unnoticed"
     assert worst < 0.2   # observed differences use a small part of the limit
 
@@ -145,21 +149,21 @@ def test_verification_tolerance_over_many_random_models():
 def test_onnx_verification_tolerance_over_random_models(tmp_path):
     """onnxruntime (the larger float32 differences) vs Keras on 3 random tiny models, through the
     export's own verification."""
-    from fra_keras import export
+    from fra_keras.exporter.write import export_model
 
     for seed in (20, 21, 22):
-        result = export.export_model(_random_model(seed), str(tmp_path / str(seed)), "fra", 1,
-                                     saved_model_cli=False, log=None)
+        result = export_model(_random_model(seed), str(tmp_path / str(seed)), "fra", 1,
+                              saved_model_cli=False, log=None)
         assert result.report["ok"] and result.report["tolerances"]["export"]["rtol"] > 1e-5
 
 
 def test_config_free_float32_tolerance_is_the_deepest_presets():
-    """export.TOLERANCES["float32"] (used by export/tfx_trainer.py, which has no config at hand) is the
+    """TOLERANCES["float32"] (used by export/tfx_trainer.py, which has no config at hand) is the
     paper preset's bound, at least as loose as the tiny preset's."""
-    from fra_keras import export
     from fra_keras.config import FRAConfig
+    from fra_keras.exporter.tolerance import TOLERANCES, float32_tolerance, tolerance_for
 
-    legacy = export.TOLERANCES["float32"]
-    assert legacy == export.float32_tolerance(FRAConfig.from_preset("paper"))
-    assert legacy.rtol >= export.float32_tolerance(FRAConfig.from_preset("tiny")).rtol
-    assert export.tolerance_for("keras_mixed", FRAConfig.from_preset("tiny")) == export.TOLERANCES["keras_mixed"]
+    legacy = TOLERANCES["float32"]
+    assert legacy == float32_tolerance(FRAConfig.from_preset("paper"))
+    assert legacy.rtol >= float32_tolerance(FRAConfig.from_preset("tiny")).rtol
+    assert tolerance_for("keras_mixed", FRAConfig.from_preset("tiny")) == TOLERANCES["keras_mixed"]

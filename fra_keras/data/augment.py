@@ -38,6 +38,8 @@ from typing import Dict, Tuple
 
 import tensorflow as tf
 
+from fra_keras.preprocessing import normalize_images
+
 # ITU-R 601-2 luma weights, the ones PIL uses for `convert("L")`.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 SOLARIZE_THRESHOLD = 128.0 / 255.0
@@ -343,9 +345,9 @@ def resized_crop(image, box, size: int) -> tf.Tensor:
 
 # Normalisation -------------------------------------------------------------------------------
 def normalize(images, config) -> tf.Tensor:
-    """uint8 (0-255) or float ([0, 1]) images, channels last -> (x - mean) / std, float32."""
-    x = to_float(images)
-    return (x - tf.constant(config.mean, tf.float32)) / tf.constant(config.std, tf.float32)
+    """uint8 (0-255) or float ([0, 1], as the ops above give) images -> (x - mean) / std, float32:
+    `fra_keras.preprocessing.normalize_images` with the config's statistics and `max_value=1`."""
+    return normalize_images(images, config.mean, config.std, max_value=1.0)
 
 
 def denormalize(views, config, clip: bool = True) -> tf.Tensor:

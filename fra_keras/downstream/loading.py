@@ -87,10 +87,10 @@ class FeatureExtractor:
         return self.fra_model is not None and bool(self.fra_model.config.region_losses)
 
     def normalize(self, images_uint8):
-        import tensorflow as tf
+        """uint8 (or [0, 255] float) images -> the backbone's input (`normalize_images`)."""
+        from fra_keras.preprocessing import normalize_images
 
-        x = tf.cast(images_uint8, tf.float32) / 255.0
-        return (x - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
+        return normalize_images(images_uint8, self.mean, self.std)
 
     def feature_map(self, images_uint8):
         """uint8 (B, H, W, 3) -> float32 feature map (B, h, w, C) (backbone in inference mode)."""

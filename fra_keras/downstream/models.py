@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from fra_keras.downstream import heads as heads_lib
 from fra_keras.downstream.metrics import OUTER_EYE_CORNERS
+from fra_keras.preprocessing import VGGFACE2_MEAN, VGGFACE2_STD, normalize_images
 
 PROTOCOLS = ("linear", "finetune")
 # docs/method.md, "Downstream protocols": fine-tune AdamW, wd 0.05, warm-up + half-cycle cosine to 1e-6. The
@@ -102,8 +103,8 @@ class DownstreamModel(keras.Model):
 
     primary_output = None
 
-    def __init__(self, backbone=None, head=None, protocol="linear", mean=(0.5231, 0.4044, 0.3489),
-                 std=(0.2536, 0.2194, 0.2070), **kwargs):
+    def __init__(self, backbone=None, head=None, protocol="linear", mean=VGGFACE2_MEAN, std=VGGFACE2_STD,
+                 **kwargs):
         super().__init__(**kwargs)
         self.protocol = _check_protocol(protocol)
         self.backbone = backbone
@@ -133,8 +134,7 @@ class DownstreamModel(keras.Model):
 
     def preprocess(self, images_uint8):
         """uint8 (or [0, 255] float) images -> the normalised float32 input of `call`."""
-        x = tf.cast(images_uint8, tf.float32) / 255.0
-        return (x - tf.constant(self.mean)) / tf.constant(self.std)
+        return normalize_images(images_uint8, self.mean, self.std)
 
     # Forward ---------------------------------------------------------------------------------
     def features(self, images, training=False):

@@ -69,12 +69,14 @@ def model_heatmaps(model, images_uint8, batch_size: int = 32) -> np.ndarray:
     """`model.heatmaps` of uint8 images, resized bilinearly to image resolution: float32 (N, H, W, K)."""
     import tensorflow as tf
 
+    from fra_keras.preprocessing import normalize_images
+
     h, w = images_uint8.shape[1:3]
     mean = tf.constant(model.config.mean, tf.float32)
     std = tf.constant(model.config.std, tf.float32)
 
     def heatmaps(x):
-        x = (tf.cast(x, tf.float32) / 255.0 - mean) / std   # augment.normalize for uint8 input
+        x = normalize_images(x, mean, std)
         return tf.image.resize(model.heatmaps(x, training=False), (h, w), method="bilinear")
 
     # autograph=False: no tensor-dependent Python control flow here, and AutoGraph's source lookup

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import time
 
+from fra_keras.config import VGGFACE2_MEAN, VGGFACE2_STD
+
 #: Default training epochs of a head per protocol (docs/evaluation.md).
 DEFAULT_EPOCHS = {"linear": 30, "finetune": 5}
 
@@ -159,7 +161,7 @@ def _model_kwargs(task, data, args, labels=None):
 
 def fit_linear_probe(task, channels, x_train, y_train, x_test, image_size, epochs=DEFAULT_EPOCHS["linear"],
                      batch_size=64, optimizer=None, seed=0, verbose=1, head_kwargs=None,
-                     mean=(0.5231, 0.4044, 0.3489), std=(0.2536, 0.2194, 0.2070), timing=None):
+                     mean=VGGFACE2_MEAN, std=VGGFACE2_STD, timing=None):
     """Train a `task` head on cached frozen features; returns (feature-input model, history, test outputs).
 
     `x_*`: (N, h, w, C) feature maps (or (N, 1, 1, C) pooled features for pooling heads); `y_train`: raw

@@ -239,7 +239,7 @@ class FRA(keras.Model):
             raise ValueError("heatmaps() needs the region branch; this model has region_losses=False")
         features = self.backbone(images, training=training)
         pixel = self.neck.pixel_proj(features, training=training)
-        return losses.region_attention(losses.region_logits(pixel, self.prototypes), self.config.heatmap_scale)
+        return losses.region_heatmaps(pixel, self.prototypes, self.config.heatmap_scale)
 
     # Losses -----------------------------------------------------------------------------------
     def cluster_weight(self, step):

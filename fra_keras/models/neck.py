@@ -73,8 +73,7 @@ class FRANeck(layers.Layer):
         masks = self.mask_decoder(features, training=training)
         # Global-batch mean of the mask embeddings (all-reduced across replicas; docs/method.md, "Neck and heatmaps").
         mask_mean = distributed.cross_replica_mean(tf.reduce_mean(tf.cast(masks, tf.float32), axis=0))
-        logits = losses.region_logits(pixel, mask_mean)
-        attention = losses.region_attention(logits, self.heatmap_scale)
+        attention, logits = losses.region_heatmaps(pixel, mask_mean, self.heatmap_scale, return_logits=True)
         pooled_regions = losses.region_features(features, attention)
         regions = self.region_proj(tf.cast(pooled_regions, self.compute_dtype), training=training)
         out.update(pixel=pixel, masks=masks, mask_mean=mask_mean, logits=logits, attention=attention,
