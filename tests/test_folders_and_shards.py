@@ -1,6 +1,5 @@
 """Image folders, TFRecord shards and `pretraining_dataset` (fra_keras.data)."""
 
-import importlib.util
 import io
 import os
 
@@ -14,8 +13,6 @@ import fra_keras.data as fdata
 from fra_keras.data import folders, shard
 from fra_keras.data.pipeline import pretraining_dataset
 
-HAVE_SYNTHETIC = importlib.util.find_spec("fra_keras.data.synthetic") is not None
-needs_synthetic = pytest.mark.skipif(not HAVE_SYNTHETIC, reason="fra_keras.data.synthetic not present")
 
 
 def _png_bytes(array):
@@ -187,11 +184,9 @@ def test_worker_sharding_by_file_is_disjoint_and_complete(labelled_shards, globa
 
 
 def _auto_shard(ds, num_workers, index, policy):
-    """What a multi-worker strategy does to a dataset (private TF op; skip if it moves)."""
-    try:
-        from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
-    except ImportError:  # pragma: no cover
-        pytest.skip("tf.data _AutoShardDataset not available")
+    """What a multi-worker strategy does to a dataset (a private TF op: the test fails if it moves)."""
+    from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
+
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = policy
     return _AutoShardDataset(ds.with_options(options), num_workers, index)
@@ -236,7 +231,6 @@ def test_shard_cli_folder_passes_jpegs_through_and_skips_corrupt(face_folder, tm
     assert "does not exist" in capsys.readouterr().err
 
 
-@needs_synthetic
 def test_shard_cli_synthetic_round_trip(tmp_path):
     from fra_keras.data.synthetic import synthetic_dataset
 
@@ -298,7 +292,6 @@ def test_import_is_lazy_and_exports():
         assert callable(getattr(fdata, name)), name
 
 
-@needs_synthetic
 def test_pretraining_dataset_on_synthetic_faces():
     config = tiny_config(synthetic_samples=8)
     ds = pretraining_dataset(config)

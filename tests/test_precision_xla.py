@@ -126,7 +126,7 @@ def test_xla_step_compiles_and_matches_eager(reference):
     assert worst < 3e-2
 
 
-def test_jit_compile_auto_rules(monkeypatch):
+def test_jit_compile_auto_rules(monkeypatch, two_logical_cpus):
     import tensorflow as tf
 
     assert resolve_jit_compile("auto") is False     # no GPU / TPU in the test environment
@@ -135,9 +135,8 @@ def test_jit_compile_auto_rules(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices",
                         lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind))
     assert resolve_jit_compile("auto") is True      # one GPU replica
-    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    if len(cpus) >= 2:                              # several replicas: off, as Keras' own "auto"
-        assert resolve_jit_compile("auto", tf.distribute.MirroredStrategy(cpus[:2])) is False
+    # several replicas: off, as Keras' own "auto" (the fixture fails the test when it has no two devices)
+    assert resolve_jit_compile("auto", tf.distribute.MirroredStrategy(two_logical_cpus[:2])) is False
 
 
 # benchmarks/gpu_benchmark.py ----------------------------------------------------------------------

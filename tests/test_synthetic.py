@@ -427,7 +427,7 @@ def test_shortcut_audit(batch64):
 # --------------------------------------------------------------------------------------------
 
 def test_tf_dataset():
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
     keys = ("image", "mask", "landmarks68", "visible68", "expression", "attributes")
     ds = S.synthetic_dataset(image_size=64, seed=5, split="test", num_samples=3, keys=keys,
                              num_parallel_calls=2)
