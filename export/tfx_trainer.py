@@ -37,12 +37,10 @@ TFX_SIGNATURES = {
     "serve_image_bytes": ("image_bytes", "serve_image_bytes"),
     "serve_tf_example": ("examples", "serve_tf_example"),
 }
-#: The tf.function attribute of the exported module behind each fra_keras export signature.
-_MODULE_FUNCTIONS = {"serving_default": "serve_images", "serve_image_bytes": "serve_image_bytes",
-                     "serve_tf_example": "serve_tf_example"}
+#: Signature name -> input name (the form `fra_keras.export.write_warmup` / `verify_saved_model` take).
+SERVING_INPUTS = {sig: name for sig, (name, _) in TFX_SIGNATURES.items()}
 TFX_MANIFEST = os.path.join("assets.extra", "fra_tfx.json")
 TFX_REFERENCE = os.path.join("assets.extra", "verification.npz")
-WARMUP = os.path.join("assets.extra", "tf_serving_warmup_requests")
 TRAINER_OPTIONS = {"steps_per_epoch": None, "image_key": "image", "shuffle_buffer": 8192, "export_name": "fra",
                    "checkpoint_every": 1, "saved_model_cli": True, "verbose": 2}
 _IGNORED_PREFIXES = ("ai_platform_", "vertex_")
@@ -124,60 +122,21 @@ def _upload(local: str, remote: str):
             tf.io.gfile.copy(os.path.join(folder, name), f"{target}/{name}", overwrite=True)
 
 
-def _atomic_json(path: str, value: dict):
-    from fra_keras.config import atomic_write_text
-
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return str(value)
-
-
 # =============================================================================================
 # The TFX serving model
 # =============================================================================================
-def _tensor_proto(value):
-    import numpy as np
-    import tensorflow as tf
-
-    if isinstance(value, list):
-        return tf.make_tensor_proto([bytes(v) for v in value], dtype=tf.string, shape=[len(value)])
-    return tf.make_tensor_proto(np.asarray(value))
-
-
-def write_warmup(folder: str, config, model_name: str) -> int:
-    """assets.extra/tf_serving_warmup_requests with one request per TFX signature (PredictionLog
-    records encoded by `fra_keras.export.prediction_log_bytes`: no tensorflow-serving-api needed)."""
-    import tensorflow as tf
-
-    from fra_keras import export
-
-    by_export_signature = {sig: (name, value) for sig, name, value in export.warmup_requests(config, model_name)}
-    path = os.path.join(folder, WARMUP)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tf.io.TFRecordWriter(path) as writer:
-        for signature, (input_name, source) in TFX_SIGNATURES.items():
-            name, value = by_export_signature[source]
-            assert name == input_name, (name, input_name)
-            writer.write(export.prediction_log_bytes(model_name, signature, input_name, _tensor_proto(value)))
-    return len(TFX_SIGNATURES)
-
-
 def write_serving_model(export_dir: str, serving_model_dir: str, model_name: str = "fra",
                         extra_info: Optional[dict] = None, saved_model_cli: bool = False) -> dict:
     """Save the verified fra_keras export in `export_dir` again with the TFX signatures (module docstring)
-    into `serving_model_dir`, verify it there (`verify_serving_model`) and move it into place.
+    into `serving_model_dir`, with one warm-up request per signature (`fra_keras.export.write_warmup`),
+    verify it there (`verify_serving_model`) and move it into place.
 
     The graph and variables are the export's (re-saved from `tf.saved_model.load`), so nothing is traced
     from Keras again. Returns the verification report. Raises `fra_keras.export.VerificationError`.
     """
     import tensorflow as tf
 
-    from fra_keras import export
+    from fra_keras import export, training
     from fra_keras.config import FRAConfig
 
     manifest = export.read_manifest(export_dir)
@@ -192,9 +151,10 @@ def write_serving_model(export_dir: str, serving_model_dir: str, model_name: str
     tmp = os.path.join(parent, f".tmp-serving-{uuid.uuid4().hex[:8]}")
     try:
         loaded = tf.saved_model.load(export_dir)
-        signatures = {sig: getattr(loaded, _MODULE_FUNCTIONS[source]) for sig, (_, source) in TFX_SIGNATURES.items()}
-        tf.saved_model.save(loaded, tmp, signatures=signatures)
-        n_warm = write_warmup(tmp, config, model_name)
+        functions = export.MODULE_FUNCTIONS
+        tf.saved_model.save(loaded, tmp, signatures={
+            sig: getattr(loaded, functions[source]) for sig, (_, source) in TFX_SIGNATURES.items()})
+        n_warm = export.write_warmup(tmp, config, model_name, SERVING_INPUTS)
         shutil.copy2(os.path.join(export_dir, export.REFERENCE), os.path.join(tmp, TFX_REFERENCE))
         info = {"format": "fra_keras tfx serving model", "model_name": model_name,
                 "signatures": {sig: {"input": name, "fra_keras_export_signature": source}
@@ -202,7 +162,7 @@ def write_serving_model(export_dir: str, serving_model_dir: str, model_name: str
                 "outputs": manifest["outputs"], "warmup_requests": n_warm,
                 "source_export": {"path": os.path.abspath(export_dir), "manifest": manifest},
                 "config": manifest["config"], **(extra_info or {})}
-        _atomic_json(os.path.join(tmp, TFX_MANIFEST), info)
+        training.write_json(os.path.join(tmp, TFX_MANIFEST), info)
         report = verify_serving_model(tmp, saved_model_cli=saved_model_cli)
         if os.path.exists(local_final):
             shutil.rmtree(local_final)
@@ -217,104 +177,19 @@ def write_serving_model(export_dir: str, serving_model_dir: str, model_name: str
 
 
 def verify_serving_model(serving_model_dir: str, saved_model_cli: bool = False) -> dict:
-    """Check a serving model written by `write_serving_model`; raise `fra_keras.export.VerificationError`
-    listing every problem. Checks: no PyFunc / XLA-only ops; the four signatures with their input names and
-    the manifest's outputs; `serve_images` vs the stored Keras outputs (batches of 1, 4 and 2 images at
-    another size) within `fra_keras.export.TOLERANCES`; `serving_default` (tf.Example of PNGs),
-    `serve_tf_example` and `serve_image_bytes` vs `serve_images` within the float32 tolerance; the
-    warm-up requests replayed through the gRPC contract (`fra_keras.serving.Predictor`, when
-    tensorflow-serving-api is installed; else the file must exist); optionally `saved_model_cli`."""
-    import numpy as np
-    import tensorflow as tf
-
+    """Check a serving model written by `write_serving_model` with the exporter's SavedModel verifier
+    (`fra_keras.export.verify_saved_model`, docs/tfx.md) for the TFX signatures, against the config,
+    outputs and verification.npz stored in its assets.extra/. Returns the report; raises
+    `fra_keras.export.VerificationError` listing every problem."""
     from fra_keras import export
-    from fra_keras.serving import Predictor, ServingError, build_tf_example
+    from fra_keras.config import FRAConfig
 
-    problems: List[str] = []
-    report: Dict[str, Any] = {"checks": [], "max_abs_diff": {}}
     with open(os.path.join(serving_model_dir, TFX_MANIFEST)) as f:
         info = json.load(f)
-    names = sorted(info["outputs"])
-    problems += export.scan_graph_ops(serving_model_dir)
-    report["checks"].append("graph ops (no PyFunc / XLA-only)")
-    try:
-        loaded = tf.saved_model.load(serving_model_dir)
-    except Exception as e:  # noqa: BLE001 - any load failure is a verification failure
-        raise export.VerificationError(problems + [f"tf.saved_model.load failed: {str(e).splitlines()[0]}"],
-                                       report) from None
-    if sorted(loaded.signatures) != sorted(TFX_SIGNATURES):
-        problems.append(f"signatures {sorted(loaded.signatures)} != {sorted(TFX_SIGNATURES)}")
-    predictor = Predictor(loaded)
-    for sig, (input_name, _) in TFX_SIGNATURES.items():
-        if sig not in loaded.signatures:
-            continue
-        if list(predictor.signatures[sig]) != [input_name]:
-            problems.append(f"{sig}: inputs {list(predictor.signatures[sig])}, expected [{input_name!r}]")
-        outs = sorted(loaded.signatures[sig].structured_outputs)
-        if outs != names:
-            problems.append(f"{sig}: outputs {outs} differ from {names}")
-    report["checks"].append("signatures, input names, outputs")
-    if saved_model_cli:
-        text = export.saved_model_cli_show(serving_model_dir)
-        for sig, (input_name, _) in TFX_SIGNATURES.items():
-            if f"signature_def['{sig}']" not in text or f"inputs['{input_name}']" not in text:
-                problems.append(f"saved_model_cli show --all does not list {sig}({input_name})")
-        report["checks"].append("saved_model_cli show --all")
-    if problems:
-        raise export.VerificationError(problems, report)
-
     inputs, reference, tol_key = export.load_reference(os.path.join(serving_model_dir, TFX_REFERENCE))
-    keras_tol, tight = export.TOLERANCES[tol_key], export.TOLERANCES["float32"]
-
-    def compare(a, b, tol, label):
-        entry = report["max_abs_diff"].setdefault(label, {})
-        for name in names:
-            x, y = np.asarray(a[name], np.float64), np.asarray(b[name], np.float64)
-            if x.shape != y.shape:
-                problems.append(f"{label}: {name} shapes differ {x.shape} vs {y.shape}")
-                continue
-            diff = float(np.max(np.abs(x - y))) if x.size else 0.0
-            limit = tol.limit(float(np.max(np.abs(y))) if y.size else 0.0)
-            entry[name] = max(entry.get(name, 0.0), diff)
-            if not np.isfinite(diff) or diff > limit:
-                problems.append(f"{label}: {name} max abs difference {diff:.3g} exceeds {limit:.3g}")
-
-    try:
-        batches = {"b1": inputs["b4"][:1], "b4": inputs["b4"], "odd": inputs["odd"]}
-        by_images = {}
-        for batch, images in batches.items():
-            by_images[batch] = predictor.predict({"images": images}, "serve_images")
-            compare(by_images[batch], reference[batch], keras_tol, "serve_images_vs_keras")
-        pngs = [tf.io.encode_png(im).numpy() for im in inputs["b4"]]
-        examples = np.array([build_tf_example(p) for p in pngs], dtype=object)
-        compare(predictor.predict({"examples": examples}), by_images["b4"], tight, "serving_default_vs_images")
-        compare(predictor.predict({"examples": examples}, "serve_tf_example"), by_images["b4"], tight,
-                "serve_tf_example_vs_images")
-        compare(predictor.predict({"image_bytes": np.array(pngs, dtype=object)}, "serve_image_bytes"),
-                by_images["b4"], tight, "serve_image_bytes_vs_images")
-        report["checks"].append("outputs of the four signatures")
-        warm_path = os.path.join(serving_model_dir, WARMUP)
-        try:
-            warm = export.read_warmup(serving_model_dir)
-        except ImportError:
-            warm = None
-            if not os.path.isfile(warm_path):
-                problems.append(f"{WARMUP} is missing")
-            report["checks"].append("warm-up file present (install tensorflow-serving-api to replay it)")
-        if warm is not None:
-            seen = set()
-            for request in warm:
-                predictor.handle_grpc(request)
-                seen.add(request.model_spec.signature_name)
-            if seen != set(TFX_SIGNATURES):
-                problems.append(f"{WARMUP}: requests for {sorted(seen)}, expected {sorted(TFX_SIGNATURES)}")
-            report["checks"].append(f"{len(warm)} warm-up requests replayed through the gRPC contract")
-    except ServingError as e:
-        problems.append(f"the serving model rejected a verification request: {e}")
-    report["ok"] = not problems
-    if problems:
-        raise export.VerificationError(problems, report)
-    return report
+    return export.verify_saved_model(serving_model_dir, inputs, reference, FRAConfig.from_dict(info["config"]),
+                                     list(info["outputs"]), tolerance_key=tol_key, signatures=SERVING_INPUTS,
+                                     saved_model_cli=saved_model_cli)
 
 
 # =============================================================================================
@@ -389,7 +264,7 @@ def _evaluate_and_export(run, fn_args, eval_patterns, plan, options) -> dict:
     """The engine's `after_fit` hook: the validation loss (every worker), then on the chief the
     fra_keras export and the TFX serving model. Returns the entries it adds to the run summary."""
     from fra_keras import data as fra_data
-    from fra_keras import export
+    from fra_keras import export, training
 
     config, model, step = run.config, run.model, run.summary["steps_run"]
     extra = {"train_steps": getattr(fn_args, "train_steps", None), "warmup_epochs": plan.warmup_epochs,
@@ -406,7 +281,7 @@ def _evaluate_and_export(run, fn_args, eval_patterns, plan, options) -> dict:
                  ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
         _log_eval(run.tensorboard_dir, results, step)
         extra["eval"] = {**results, "steps": eval_steps}
-        _atomic_json(os.path.join(run.write_dir, "eval_results.json"), {**extra["eval"], "step": step})
+        training.write_json(os.path.join(run.write_dir, "eval_results.json"), {**extra["eval"], "step": step})
     if not run.chief:
         return extra
     name = options["export_name"]

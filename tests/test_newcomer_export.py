@@ -158,7 +158,7 @@ def test_onnx_verification_tolerance_over_random_models(tmp_path):
 
 
 def test_config_free_float32_tolerance_is_the_deepest_presets():
-    """TOLERANCES["float32"] (used by export/tfx_trainer.py, which has no config at hand) is the
+    """TOLERANCES["float32"] (for callers without a config at hand) is the
     paper preset's bound, at least as loose as the tiny preset's."""
     from fra_keras.config import FRAConfig
     from fra_keras.exporter.tolerance import TOLERANCES, float32_tolerance, tolerance_for

@@ -61,7 +61,7 @@ def float32_tolerance(config: FRAConfig) -> Tolerance:
     return Tolerance(atol=FLOAT32_ATOL, rtol=float(f"{rtol:.3g}"))
 
 
-#: For callers without a config (export/tfx_trainer.py): the bound of the `paper` preset (ResNet-50,
+#: For callers without a config at hand: the bound of the `paper` preset (ResNet-50,
 #: the deepest preset), 8.7e-4. With a config, `float32_tolerance(config)` gives the model's own bound.
 TOLERANCES["float32"] = float32_tolerance(FRAConfig.from_preset("paper"))
 
