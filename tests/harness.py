@@ -255,3 +255,15 @@ def run_layer_test(layer_cls, kwargs, input_shapes, expected_output_shape, *, mi
     mixed_clone = layer_cls.from_config(mixed.get_config())
     assert {sub.dtype_policy.name for sub in mixed_clone._flatten_layers(include_self=True)} == {MIXED_POLICY}, name
     return layer
+
+
+def assert_uniform_jitter_factors(draws):
+    """The colour-jitter and blur factors of many augmentation draws are uniform on the paper's ranges
+    (docs/data_pipeline.md, "Augmentations as implemented"): inside the range, mean at its centre, spread reaching both ends.
+    `draws`: {name: (N,) NumPy array} with brightness, contrast, saturation, hue and blur_sigma."""
+    for key, lo, hi in [("brightness", 0.6, 1.4), ("contrast", 0.6, 1.4), ("saturation", 0.8, 1.2),
+                        ("hue", -0.1, 0.1), ("blur_sigma", 0.1, 2.0)]:
+        v = draws[key]
+        assert v.min() >= lo and v.max() <= hi, key
+        assert abs(v.mean() - (lo + hi) / 2) < 0.05 * (hi - lo), key
+        assert v.min() < lo + 0.02 * (hi - lo) and v.max() > hi - 0.02 * (hi - lo), key

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from harness import assert_uniform_jitter_factors
 import tensorflow as tf
 
 from fra_keras.config import ConfigError, FRAConfig
@@ -138,12 +139,7 @@ def test_device_path_decision_frequencies_and_ranges(config, device_draws, view)
     for op, p in VIEW_PROBABILITIES[view].items():
         count = int(d[op].sum())
         assert _binomial_ok(count, N_DRAWS, p), f"view {view}: {op} {count}/{N_DRAWS}, expected p={p}"
-    for key, lo, hi in [("brightness", 0.6, 1.4), ("contrast", 0.6, 1.4), ("saturation", 0.8, 1.2),
-                        ("hue", -0.1, 0.1), ("blur_sigma", 0.1, 2.0)]:
-        v = d[key]
-        assert v.min() >= lo and v.max() <= hi, key
-        assert abs(v.mean() - (lo + hi) / 2) < 0.05 * (hi - lo), key
-        assert v.min() < lo + 0.02 * (hi - lo) and v.max() > hi - 0.02 * (hi - lo), key
+    assert_uniform_jitter_factors(d)
     orders = {tuple(row) for row in d["jitter_order"]}
     assert len(orders) == 24 and all(sorted(o) == [0, 1, 2, 3] for o in orders)
 
