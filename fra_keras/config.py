@@ -36,6 +36,7 @@ STRATEGIES = ("auto", "default", "mirrored", "multi-worker", "tpu")
 JIT_MODES = ("auto", "true", "false")
 AUGMENT_MODES = ("auto", "true", "false")   # fra_keras.data.device_augment
 # Framings of synthetic faces (fra_keras.data.synthetic.PROFILES, docs/datasets.md).
+BACKBONE_PADDINGS = ("zeros", "circular")   # fra_keras.models.backbone.PADDINGS
 SYNTHETIC_PROFILES = ("wide", "crop", "aligned", "box")
 
 
@@ -59,6 +60,8 @@ class FRAConfig:
     backbone_width: int = 64            # channels of the stem / first stage (torchvision: 64)
     output_stride: int = 32             # 32 (paper), 16 or 8 via dilation (torchvision's
                                         # replace_stride_with_dilation) for finer heatmaps at small sizes
+    backbone_padding: str = "zeros"     # opt-in "circular": wrap-around padding, no absolute position in
+                                        # the features (models/backbone.py; docs/method.md, "Region recipes")
     sync_batchnorm: bool = True         # `--norm SyncBN` in the reference; only matters when distributed
     bn_momentum: float = 0.9            # PyTorch momentum 0.1 == Keras momentum 0.9
     bn_epsilon: float = 1e-5
@@ -158,6 +161,7 @@ class FRAConfig:
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("jit_compile", str(self.jit_compile).lower(), JIT_MODES)
         _choice("output_stride", self.output_stride, (8, 16, 32))
+        _choice("backbone_padding", self.backbone_padding, BACKBONE_PADDINGS)
         _choice("synthetic_profile", self.synthetic_profile, SYNTHETIC_PROFILES)
         _choice("augment_on_device", str(self.augment_on_device).lower(), AUGMENT_MODES)
         for name in ("region_losses", "sync_batchnorm", "decoder_query_content"):

@@ -13,6 +13,7 @@ import pytest
 from harness import run_layer_test
 
 from fra_keras.downstream.heads import SoftArgmax2D
+from fra_keras.models.backbone import CircularPadding2D
 from fra_keras.models.heads import MLPHead
 from fra_keras.models.mask_decoder import DecoderLayer, MaskDecoder
 from fra_keras.models.neck import FRANeck
@@ -39,6 +40,7 @@ CASES = [
      dict(z=(B, 8), pixel=(B, 3, 4, 8), masks=(B, 3, 8), mask_mean=(3, 8), logits=(B, 3, 4, 3),
           attention=(B, 3, 4, 3), regions=(B, 3, 8)), NECK_MIXED),
     ("neck_byol", FRANeck, dict(NECK, region_branch=False, synchronized=True), (B, 3, 4, 12), dict(z=(B, 8)), None),
+    ("circular_padding", CircularPadding2D, dict(padding=2), (B, 3, 4, 5), (B, 7, 8, 5), None),
     # SoftArgmax2D computes in float32 whatever the policy (its docstring).
     ("soft_argmax", SoftArgmax2D, dict(), (B, 4, 5, 3), ((B, 3, 2), (B, 4, 5, 3)), ("float32", "float32")),
     ("soft_argmax_offsets", SoftArgmax2D, dict(offsets=True), (B, 4, 5, 9), ((B, 3, 2), (B, 4, 5, 3)),

@@ -19,6 +19,13 @@ each coarse part p (`REGION_NAMES`: background, hair, skin, brows, eyes, nose, m
   nearest-neighbour). Per face and heatmap, the dominant part (largest density among the parts present
   with >= `min_pixels` pixels in both views) is compared between views; consistency is the fraction of
   (face, heatmap) pairs that agree. Coarse parts merge left / right, so the flip needs no relabelling.
+* ``purity_hard`` / ``consistency_hard``: the same questions asked of the one-hot arg-max maps
+  (`hard_heatmaps`), i.e. whether the *segmentation* follows the parts whatever the heatmap
+  temperature. Soft purity cannot exceed `ideal_purity(heatmap_scale, K, P)` (0.31 at the reference's
+  scale 1.0 with K = P = 8); hard purity reaches 1 for a perfect part segmentation. A heatmap that is
+  rarely the arg-max has a share computed from a handful of pixels, so hard purity weights each heatmap
+  by its usage (a single heatmap winning everywhere scores the chance 1/P), and hard consistency skips
+  the (face, heatmap) pairs where the heatmap wins no pixel of a view.
 
 Everything but `render_views` and `model_heatmaps` is NumPy.
 """
@@ -132,6 +139,14 @@ def purity(shares) -> float:
     return float(np.mean(np.max(np.asarray(shares), axis=1)))
 
 
+def weighted_purity(shares, weights) -> float:
+    """Sum over heatmaps of weight x largest part share, weights normalised to sum 1 (usage-weighted)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.sum() <= 0:
+        raise ValueError("weighted_purity: weights must have a positive sum")
+    return float(np.sum(w / w.sum() * np.max(np.asarray(shares), axis=1)))
+
+
 def dominant_parts(shares) -> np.ndarray:
     """(K,) index of the largest part share of each heatmap."""
     return np.argmax(np.asarray(shares), axis=1)
@@ -140,6 +155,31 @@ def dominant_parts(shares) -> np.ndarray:
 def coverage(shares) -> int:
     """Number of distinct parts that are the dominant part of at least one heatmap."""
     return int(len(set(dominant_parts(shares).tolist())))
+
+
+def hard_heatmaps(heatmaps) -> np.ndarray:
+    """One-hot arg-max over K of (N, H, W, K) heatmaps, float32 of the same shape (ties: lowest k)."""
+    hm = np.asarray(heatmaps)
+    k = hm.shape[-1]
+    return np.eye(k, dtype=np.float32)[np.argmax(hm, axis=-1)]
+
+
+def ideal_purity(scale: float, num_regions: int, num_parts: int) -> float:
+    """Density purity of the sharpest soft heatmaps a perfect K-part segmentation can give.
+
+    Heatmaps are softmax_K(cos / scale) (docs/method.md, "Neck and heatmaps"). Take K unit mask
+    embeddings spread as far apart as possible (pairwise cosine -1/(K-1), a regular simplex) and every
+    pixel of part k projected exactly onto embedding k: heatmap k then has the value
+    a = e^(1/s) / Z inside part k and b = e^(-1/((K-1) s)) / Z inside each of the other P - 1 parts, so
+    its density share is a / (a + (P - 1) b). The metric's chance level is 1/P; with the reference's
+    scale 1.0 and K = P = 8 this ideal is 0.309, and it passes 0.4 only below scale ~0.74.
+    """
+    s, k, p = float(scale), int(num_regions), int(num_parts)
+    if s <= 0 or k < 2 or p < 1:
+        raise ValueError(f"ideal_purity: need scale > 0, num_regions >= 2, num_parts >= 1; got {s}, {k}, {p}")
+    off = -1.0 / (k - 1)
+    # a / (a + (P-1) b) = 1 / (1 + (P-1) exp((off - 1) / s)), written without overflow
+    return float(1.0 / (1.0 + (p - 1) * np.exp((off - 1.0) / s)))
 
 
 def usage(heatmaps) -> np.ndarray:
@@ -152,8 +192,8 @@ def usage(heatmaps) -> np.ndarray:
 def per_image_dominant(heatmaps, masks, num_parts: int, allowed=None) -> np.ndarray:
     """(N, K): per image, the part with the largest mean heatmap value (density) among allowed parts.
 
-    `allowed`: optional bool (N, P); parts not allowed (or absent) never win. Images with no allowed part
-    give -1.
+    `allowed`: optional bool (N, P); parts not allowed (or absent) never win. Images with no allowed part,
+    and heatmaps with no mass on the allowed parts (possible for arg-max maps), give -1.
     """
     hm, m = _check(heatmaps, masks)
     n, k = hm.shape[0], hm.shape[-1]
@@ -165,7 +205,8 @@ def per_image_dominant(heatmaps, masks, num_parts: int, allowed=None) -> np.ndar
         if not ok.any():
             continue
         density = np.where(ok, mass / np.maximum(area, 1.0), -np.inf)
-        out[i] = np.argmax(density, axis=1)
+        present = np.where(ok, mass, 0.0).sum(axis=1) > 0
+        out[i] = np.where(present, np.argmax(density, axis=1), -1)
     return out
 
 
@@ -190,6 +231,8 @@ def region_report(heatmaps_a, masks_a, heatmaps_b, masks_b, part_names, min_pixe
     mass = part_mass(heatmaps_a, masks_a, p)
     area = part_area(masks_a, p)
     raw, dens = mass_share(mass), density_share(mass, area)
+    hard_a, hard_b = hard_heatmaps(heatmaps_a), hard_heatmaps(heatmaps_b)
+    hard = density_share(part_mass(hard_a, masks_a, p), area)
     return {
         "parts": list(part_names),
         "mass": mass.round(3).tolist(),
@@ -202,6 +245,9 @@ def region_report(heatmaps_a, masks_a, heatmaps_b, masks_b, part_names, min_pixe
         "coverage_mass": coverage(raw),
         "dominant_parts_mass": [part_names[j] for j in dominant_parts(raw)],
         "consistency": consistency(heatmaps_a, masks_a, heatmaps_b, masks_b, p, min_pixels),
+        "density_share_hard": hard.round(4).tolist(),
+        "purity_hard": weighted_purity(hard, usage(heatmaps_a)),
+        "consistency_hard": consistency(hard_a, masks_a, hard_b, masks_b, p, min_pixels),
         "usage": usage(heatmaps_a).round(4).tolist(),
         "part_area_share": (area / max(area.sum(), 1.0)).round(4).tolist(),
     }
@@ -216,4 +262,6 @@ def evaluate_regions(model, views: Dict[str, np.ndarray], part_names, batch_size
         min_pixels = max(4, (views["image_a"].shape[1] // 32) ** 2)
     report = region_report(hm_a, views["mask_a"], hm_b, views["mask_b"], part_names, min_pixels)
     report["min_pixels"] = int(min_pixels)
+    report["heatmap_scale"] = float(model.config.heatmap_scale)
+    report["purity_ideal"] = ideal_purity(model.config.heatmap_scale, hm_a.shape[-1], len(part_names))
     return report

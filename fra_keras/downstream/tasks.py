@@ -324,13 +324,15 @@ def run_regions(args, extractor, timing):
     baseline = regions.evaluate_regions(baseline_model, views, REGION_NAMES, args.batch_size)
     timing["eval_s"] = time.time() - t
     metrics = {}
-    for name in ("purity", "coverage", "consistency", "purity_mass", "coverage_mass"):
+    for name in ("purity", "coverage", "consistency", "purity_mass", "coverage_mass", "purity_hard",
+                 "consistency_hard"):
         metrics[f"synthetic_region_{name}"] = float(trained[name])
         metrics[f"synthetic_region_{name}_random"] = float(baseline[name])
     details = {"model": trained, "random_init": baseline, "num_faces": num,
                "views": "A: as rendered; B: horizontal flip + square crop of 65-90% of the side at a random "
                         "offset, resized back (bilinear image, nearest mask)",
-               "chance_purity_density": 1.0 / len(REGION_NAMES), "profile": profile}
+               "chance_purity_density": 1.0 / len(REGION_NAMES), "profile": profile,
+               "purity_ideal": trained["purity_ideal"]}
     if args.figure:
         from fra_keras.downstream import plots
 

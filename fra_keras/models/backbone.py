@@ -15,6 +15,14 @@ which equals PyTorch's -inf padding because its input is post-ReLU (>= 0).
 `replace_stride_with_dilation`. torchvision refuses dilation in BasicBlock (ResNet-18/34); we allow it
 (dilated 3x3 convs) so that small CPU models can have a finer heatmap grid -- a documented extension.
 
+`padding="circular"` (opt-in, `FRAConfig.backbone_padding`) pads every convolution and the max-pool
+with the opposite border of the map instead of zeros. Zero padding lets a CNN read absolute position
+from the borders (Islam et al., "How much position information do convolutional neural networks
+encode?", ICLR 2020, https://arxiv.org/abs/2001.08248); with circular padding, and sides divisible by
+the output stride, the trunk is exactly equivariant to circular shifts by multiples of the output
+stride, so its features cannot depend on where a pixel is, only on the content around it. Why the region
+recipe wants that: docs/method.md, "Region recipes".
+
 Layer names follow torchvision (`layer2_0_conv2`, `layer2_0_downsample_bn`, ...) with `_` for `.`, so
 BatchNorm layers contain "bn" as in the reference, which LARS uses to exclude them (optimizers.py).
 """
@@ -39,18 +47,56 @@ def conv_initializer():
     return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
 
 
-class _Builder:
-    """Holds the normalisation settings while the functional graph is built."""
+PADDINGS = ("zeros", "circular")
 
-    def __init__(self, bn_momentum, bn_epsilon, synchronized):
+
+@keras.saving.register_keras_serializable(package="fra_keras")
+class CircularPadding2D(layers.Layer):
+    """Pad (B, H, W, C) maps by `padding` pixels on each side with the opposite border (wrap-around).
+
+    The same as `numpy.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="wrap")` for p <= min(H, W):
+    (B, H, W, C) -> (B, H + 2p, W + 2p, C).
+    """
+
+    def __init__(self, padding: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = int(padding)
+        if self.padding < 1:
+            raise ValueError(f"padding={padding!r} must be a positive number of pixels")
+
+    def call(self, x):
+        p = self.padding
+        x = keras.ops.concatenate([x[:, -p:], x, x[:, :p]], axis=1)
+        return keras.ops.concatenate([x[:, :, -p:], x, x[:, :, :p]], axis=2)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        grow = lambda n: None if n is None else n + 2 * self.padding  # noqa: E731
+        return (b, grow(h), grow(w), c)
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
+
+
+class _Builder:
+    """Holds the normalisation and padding settings while the functional graph is built."""
+
+    def __init__(self, bn_momentum, bn_epsilon, synchronized, padding="zeros"):
         self.bn_momentum = bn_momentum
         self.bn_epsilon = bn_epsilon
         self.synchronized = synchronized
+        self.padding = padding
+
+    def pad(self, x, pad, name):
+        """Explicit padding of `pad` pixels: zeros (PyTorch's) or wrap-around (`padding="circular"`)."""
+        if self.padding == "circular":
+            return CircularPadding2D(pad, name=name)(x)
+        return layers.ZeroPadding2D(pad, name=name)(x)
 
     def conv(self, x, filters, kernel, stride, dilation, name):
         pad = dilation * (kernel - 1) // 2
-        if pad and stride > 1:
-            x = layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+        if pad and (stride > 1 or self.padding == "circular"):
+            x = self.pad(x, pad, f"{name}_pad")
             padding = "valid"
         else:
             padding = "same" if pad else "valid"   # stride 1: "same" == symmetric PyTorch padding
@@ -91,7 +137,7 @@ class _Builder:
 
 
 def resnet(depth="resnet50", width=64, output_stride=32, bn_momentum=0.9, bn_epsilon=1e-5,
-           synchronized=False, input_shape=(None, None, 3), name="backbone"):
+           synchronized=False, input_shape=(None, None, 3), name="backbone", padding="zeros"):
     """Build a torchvision-layout ResNet trunk as a functional `keras.Model`.
 
     Args:
@@ -99,6 +145,7 @@ def resnet(depth="resnet50", width=64, output_stride=32, bn_momentum=0.9, bn_eps
       width: channels of the stem and first stage (64 in torchvision); stages use width * (1, 2, 4, 8).
       output_stride: 32, 16 or 8 (dilation replaces the stride of the last stages).
       synchronized: SyncBN across replicas (`--norm SyncBN` of the reference) when distributed.
+      padding: "zeros" (torchvision) or "circular" (wrap-around; see the module docstring).
     Returns: Model mapping normalised images (B, H, W, 3) to the feature map (B, H/s, W/s, C), with
       C = 8 * width * (4 for bottleneck nets, 1 otherwise).
     """
@@ -106,18 +153,20 @@ def resnet(depth="resnet50", width=64, output_stride=32, bn_momentum=0.9, bn_eps
         raise ValueError(f"depth={depth!r} is not a known ResNet; choose one of {sorted(_DEPTHS)}")
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride={output_stride!r} must be 8, 16 or 32")
+    if padding not in PADDINGS:
+        raise ValueError(f"padding={padding!r} must be one of {PADDINGS}")
     block_type, counts = _DEPTHS[depth]
-    builder = _Builder(bn_momentum, bn_epsilon, synchronized)
+    builder = _Builder(bn_momentum, bn_epsilon, synchronized, padding)
     block = builder.basic_block if block_type == "basic" else builder.bottleneck
     expansion = 1 if block_type == "basic" else 4
     dilate = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}[output_stride]
 
     images = keras.Input(shape=input_shape, name="images")
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(images)
+    x = builder.pad(images, 3, "conv1_pad")
     x = layers.Conv2D(width, 7, strides=2, use_bias=False, kernel_initializer=conv_initializer(),
                       name="conv1")(x)
     x = layers.ReLU(name="relu")(builder.bn(x, "bn1"))
-    x = layers.ZeroPadding2D(1, name="maxpool_pad")(x)
+    x = builder.pad(x, 1, "maxpool_pad")   # zeros == PyTorch's -inf here: the input is post-ReLU
     x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
 
     in_channels = width
@@ -143,7 +192,7 @@ def build_backbone(config: FRAConfig, name="backbone", synchronized=None):
     sync = config.sync_batchnorm if synchronized is None else synchronized
     return resnet(config.backbone, width=config.backbone_width, output_stride=config.output_stride,
                   bn_momentum=config.bn_momentum, bn_epsilon=config.bn_epsilon, synchronized=sync,
-                  name=name)
+                  name=name, padding=config.backbone_padding)
 
 
 def load_backbone(path: str, config: FRAConfig | None = None):

@@ -1,0 +1,96 @@
+"""Hard (arg-max) region metrics and the ideal soft purity, against NumPy constructions."""
+
+import numpy as np
+import pytest
+
+from fra_keras.downstream import regions as r
+
+
+def _softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _simplex(k):
+    """K unit vectors with pairwise cosine -1/(K-1): the centred standard basis, normalised."""
+    v = np.eye(k) - 1.0 / k
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _striped_masks(n, parts, width=3):
+    """(n, parts*width, parts*width) masks: vertical stripes, part p in columns [p*width, (p+1)*width)."""
+    side = parts * width
+    cols = np.repeat(np.arange(parts), width)
+    return np.broadcast_to(cols[None, None, :], (n, side, side)).copy()
+
+
+def test_hard_heatmaps_are_one_hot_argmax():
+    rng = np.random.default_rng(0)
+    hm = rng.random((2, 3, 4, 5))
+    hard = r.hard_heatmaps(hm)
+    assert hard.shape == hm.shape and hard.dtype == np.float32
+    np.testing.assert_array_equal(hard.sum(-1), 1.0)
+    np.testing.assert_array_equal(np.argmax(hard, -1), np.argmax(hm, -1))
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0.2])
+def test_ideal_purity_matches_a_perfect_segmentation_with_simplex_embeddings(scale):
+    k = 8
+    e = _simplex(k)
+    masks = _striped_masks(2, k)
+    pixels = e[masks]                                    # every pixel of part p projects onto embedding p
+    heatmaps = _softmax(pixels @ e.T / scale)            # cos = dot of unit vectors
+    dens = r.density_share(r.part_mass(heatmaps, masks, k), r.part_area(masks, k))
+    assert r.purity(dens) == pytest.approx(r.ideal_purity(scale, k, k), rel=1e-9)
+    assert r.coverage(dens) == k
+    # the hard version of the same maps is a perfect segmentation
+    hard = r.hard_heatmaps(heatmaps)
+    assert r.purity(r.density_share(r.part_mass(hard, masks, k), r.part_area(masks, k))) == pytest.approx(1.0)
+
+
+def test_ideal_purity_limits_and_bad_input():
+    assert r.ideal_purity(1e-3, 8, 8) == pytest.approx(1.0)
+    assert r.ideal_purity(1e3, 8, 8) == pytest.approx(1 / 8, rel=2e-3)
+    assert r.ideal_purity(1.0, 8, 8) < 0.4 < r.ideal_purity(0.7, 8, 8)
+    with pytest.raises(ValueError, match="scale > 0"):
+        r.ideal_purity(0.0, 8, 8)
+
+
+def test_report_separates_a_faint_but_right_segmentation_from_its_soft_purity():
+    k, n = 4, 3
+    masks = _striped_masks(n, k)
+    rng = np.random.default_rng(1)
+    logits = 0.05 * np.eye(k)[masks] + 0.001 * rng.standard_normal(masks.shape + (k,))
+    heatmaps = _softmax(logits)                          # right arg-max everywhere, nearly uniform values
+    flipped = heatmaps[:, :, ::-1], masks[:, :, ::-1]
+    rep = r.region_report(heatmaps, masks, flipped[0], flipped[1], [f"p{i}" for i in range(k)], min_pixels=1)
+    assert rep["purity"] < 0.27                          # chance 0.25
+    assert rep["purity_hard"] == pytest.approx(1.0)
+    assert rep["consistency_hard"] == pytest.approx(1.0)
+    np.testing.assert_allclose(rep["density_share_hard"], np.eye(k), atol=1e-4)
+    # a wrong segmentation (parts shifted by one heatmap) keeps hard purity but breaks consistency
+    shifted = np.roll(heatmaps, 1, axis=-1)
+    rep2 = r.region_report(heatmaps, masks, shifted[:, :, ::-1], flipped[1], [f"p{i}" for i in range(k)],
+                           min_pixels=1)
+    assert rep2["consistency_hard"] == pytest.approx(0.0)
+
+
+def test_hard_purity_weights_by_usage_and_hard_consistency_skips_absent_heatmaps():
+    k = 3
+    masks = _striped_masks(1, k)                         # 1 x 9 x 9, three parts of 27 pixels
+    winner = np.zeros(masks.shape, np.int64)             # heatmap 0 wins everywhere...
+    winner[0, 0, 0] = 1                                  # ...but one pixel of part 0, won by heatmap 1
+    hm = np.eye(k)[winner]                               # heatmap 2 never wins
+    dens = r.density_share(r.part_mass(hm, masks, k), r.part_area(masks, k))
+    # NumPy by hand: heatmap 0 has densities (26/27, 1, 1) -> share of the largest 27/80; heatmap 1 is
+    # pure (share 1) but wins 1 of 81 pixels; heatmap 2 has no pixels (share 0, weight 0)
+    expected = (80 / 81) * (1 / (26 / 27 + 2)) + (1 / 81) * 1.0
+    assert r.weighted_purity(dens, r.usage(hm)) == pytest.approx(expected)
+    rep = r.region_report(hm, masks, hm, masks, ["a", "b", "c"], min_pixels=1)
+    assert rep["purity_hard"] == pytest.approx(expected)
+    # heatmap 2 is absent in both views: only heatmaps 0 and 1 count, and both agree
+    assert rep["consistency_hard"] == pytest.approx(1.0)
+    dom = r.per_image_dominant(hm, masks, k)
+    np.testing.assert_array_equal(dom, [[1, 0, -1]])
+    with pytest.raises(ValueError, match="positive sum"):
+        r.weighted_purity(dens, np.zeros(k))
