@@ -94,3 +94,29 @@ def test_hard_purity_weights_by_usage_and_hard_consistency_skips_absent_heatmaps
     np.testing.assert_array_equal(dom, [[1, 0, -1]])
     with pytest.raises(ValueError, match="positive sum"):
         r.weighted_purity(dens, np.zeros(k))
+
+
+def test_position_and_part_predictability_tell_a_frame_partition_from_a_part_segmentation():
+    rng = np.random.default_rng(2)
+    n, side, k = 6, 8, 4
+    # parts: a random axis-aligned rectangle per image (part 1) on background (part 0)
+    masks = np.zeros((n, side, side), np.int64)
+    for i in range(n):
+        y, x = rng.integers(0, side - 3, 2)
+        masks[i, y:y + 3, x:x + 3] = 1
+    frame = np.broadcast_to((np.arange(side)[:, None] // (side // 2)) * 2 + np.arange(side)[None, :] // (side // 2),
+                            (n, side, side))        # heatmap = quadrant of the frame
+    parts = masks.copy()                            # heatmap = part
+    # NumPy by hand: the frame partition is fully predicted by position; the part segmentation by part
+    assert r.position_predictability(frame) == pytest.approx(1.0)
+    assert r.part_predictability(parts, masks, 2) == pytest.approx(1.0)
+    # and the other way round they are not: per part, the most frequent quadrant
+    joint = np.zeros((2, k))
+    for p_, q in zip(masks.ravel(), frame.ravel()):
+        joint[p_, q] += 1
+    assert r.part_predictability(frame, masks, 2) == pytest.approx(joint.max(1).sum() / masks.size)
+    assert r.part_predictability(frame, masks, 2) < 0.5
+    counts = np.stack([(parts == j).sum(0) for j in range(2)])
+    assert r.position_predictability(parts) == pytest.approx(counts.max(0).sum() / parts.size)
+    with pytest.raises(ValueError, match="same shape"):
+        r.part_predictability(frame[:2], masks, 2)

@@ -14,6 +14,12 @@ each coarse part p (`REGION_NAMES`: background, hair, skin, brows, eyes, nose, m
 * ``purity`` = mean over heatmaps of the largest share (1/P = 0.125 for uniform heatmaps in the density
   version); ``coverage`` = the distinct parts that are the largest share of at least one heatmap;
 * ``usage`` = share of pixels where heatmap k is the arg-max (hard segmentation view);
+* ``position_predictability`` / ``part_predictability``: how well the arg-max heatmap of a pixel is
+  predicted by where the pixel is (the most frequent winner at that (y, x) over all faces) or by which
+  part it belongs to (the most frequent winner in that part). Both are at least the largest usage
+  (always guessing the most used heatmap). A segmentation into facial parts has part >> position; a
+  partition of the image frame (heatmap k = "the top-left corner") has position >> part, and it
+  cannot be consistent across views that crop and flip differently.
 * ``consistency``: each face is seen twice -- as rendered (view A) and horizontally flipped plus
   cropped to a known box and resized back (view B; the part mask goes through the same flip and crop,
   nearest-neighbour). Per face and heatmap, the dominant part (largest density among the parts present
@@ -189,6 +195,28 @@ def usage(heatmaps) -> np.ndarray:
     return np.bincount(np.argmax(hm, axis=-1).reshape(-1), minlength=k).astype(np.float64) / hm[..., 0].size
 
 
+def position_predictability(labels) -> float:
+    """Share of pixels whose label equals the most frequent label at their (y, x) over the N maps.
+
+    `labels`: int (N, H, W) arg-max heatmap indices.
+    """
+    lab = np.asarray(labels).astype(np.int64)
+    k = int(lab.max()) + 1
+    counts = np.stack([(lab == j).sum(axis=0) for j in range(k)])          # (K, H, W)
+    return float(counts.max(axis=0).sum() / lab.size)
+
+
+def part_predictability(labels, masks, num_parts: int) -> float:
+    """Share of pixels whose label equals the most frequent label of their part (over all N maps)."""
+    lab = np.asarray(labels).astype(np.int64).reshape(-1)
+    m = np.asarray(masks).astype(np.int64).reshape(-1)
+    if lab.shape != m.shape:
+        raise ValueError(f"labels and masks must have the same shape; got {np.shape(labels)} and {np.shape(masks)}")
+    k = int(lab.max()) + 1
+    joint = np.bincount(m * k + lab, minlength=num_parts * k).reshape(num_parts, k)
+    return float(joint.max(axis=1).sum() / lab.size)
+
+
 def per_image_dominant(heatmaps, masks, num_parts: int, allowed=None) -> np.ndarray:
     """(N, K): per image, the part with the largest mean heatmap value (density) among allowed parts.
 
@@ -249,6 +277,8 @@ def region_report(heatmaps_a, masks_a, heatmaps_b, masks_b, part_names, min_pixe
         "purity_hard": weighted_purity(hard, usage(heatmaps_a)),
         "consistency_hard": consistency(hard_a, masks_a, hard_b, masks_b, p, min_pixels),
         "usage": usage(heatmaps_a).round(4).tolist(),
+        "position_predictability": position_predictability(np.argmax(heatmaps_a, axis=-1)),
+        "part_predictability": part_predictability(np.argmax(heatmaps_a, axis=-1), masks_a, p),
         "part_area_share": (area / max(area.sum(), 1.0)).round(4).tolist(),
     }
 

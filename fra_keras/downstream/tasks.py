@@ -325,7 +325,7 @@ def run_regions(args, extractor, timing):
     timing["eval_s"] = time.time() - t
     metrics = {}
     for name in ("purity", "coverage", "consistency", "purity_mass", "coverage_mass", "purity_hard",
-                 "consistency_hard"):
+                 "consistency_hard", "position_predictability", "part_predictability"):
         metrics[f"synthetic_region_{name}"] = float(trained[name])
         metrics[f"synthetic_region_{name}_random"] = float(baseline[name])
     details = {"model": trained, "random_init": baseline, "num_faces": num,
