@@ -15,8 +15,9 @@ EMA cost on top of the unavoidable backbone work.
 
 The two are timed in rotation (`--repeats` rounds of `--steps` steps each, after `--warmup` steps
 that include tracing), so that load swings on a shared machine hit both alike; the median and best
-round are printed, with the ratio of the medians. Throughput counts samples (view pairs) per second:
-batch_size / step time.
+round are printed, with the ratio of the medians, and the process CPU time per step (all threads): on a
+machine shared with other jobs the wall time also counts the time other processes hold the cores, the
+CPU time not. Throughput counts samples (view pairs) per second: batch_size / step time.
 
 --no-optimizer times both steps without their updates, the definition of issue 14 ("FRA / floor
 without the optimiser on both sides"): the FRA step is then `FRA.train_step` less LARS, the target EMA,
@@ -26,9 +27,13 @@ without its SGD update.
 
 --step-times N times N single FRA steps one after another (after the warm-up) and prints the median,
 90th percentile and maximum with, per step, the process CPU time, minor page faults and involuntary
-context switches (getrusage), so that a slow step can be told apart: our own extra work (CPU time up),
-memory being mapped afresh (page faults up) or other processes taking the cores (wall time up, CPU time
-not, context switches up). --gc-off runs the timed steps with Python's garbage collector disabled.
+context switches (getrusage) and the time in Python's garbage collector, so that a slow step can be told
+apart: our own extra work (CPU time up), a garbage collection, memory being mapped afresh (page faults
+up) or other processes taking the cores (wall time up, CPU time not, context switches up). --gc-off
+runs the timed steps with Python's garbage collector disabled.
+
+--compare-keras-attention adds a third step to the rounds: the FRA step with the mask decoder's
+attention run by Keras' MultiHeadAttention, as before `TokenAttention` (same function and weights).
 
 --pieces adds a breakdown: forward+backward time of each head on the real feature shapes, the losses,
 the optimiser update and the EMA, each as its own `tf.function` (see docs/scaling.md for figures).
@@ -69,6 +74,9 @@ def parse_args(argv=None):
     parser.add_argument("--step-times", type=int, default=0, metavar="N",
                         help="also time N single FRA steps in a row and print their spread (median, p90, max) "
                              "with CPU time, page faults and context switches per step")
+    parser.add_argument("--compare-keras-attention", action="store_true",
+                        help="also time, in the same rounds, the FRA step with the mask decoder's attention run by "
+                             "Keras' MultiHeadAttention (the implementation before TokenAttention, same weights)")
     parser.add_argument("--gc-off", action="store_true",
                         help="disable Python's garbage collector during the timed steps")
     cli_utils.add_config_flags(parser)
@@ -115,6 +123,18 @@ def fra_step_fn(config, jit, update=True):
     return model, gradients_only
 
 
+def use_keras_attention(model):
+    """Run the mask decoders of `model` (online and target) with Keras' MultiHeadAttention, the parent
+    class of their TokenAttention layers (same weights; the implementation before TokenAttention), for
+    an A/B timing in one process. Must be called before the first step is traced."""
+    import keras
+
+    for neck in (model.neck, model.target_neck):
+        for layer in neck.mask_decoder.decoder_layers if hasattr(neck, "mask_decoder") else ():
+            for attention in (layer.self_attn, layer.cross_attn):
+                attention.__class__ = keras.layers.MultiHeadAttention
+
+
 def _after(value, tensors):
     """`value`, computed only once every tensor of `tensors` is (so that unused gradients still run)."""
     import tensorflow as tf
@@ -157,35 +177,50 @@ def floor_step_fn(config, jit, update=True):
     return online, step
 
 
-def time_rounds(fns, views, steps, repeats, warmup):
-    """{name: [seconds per step, one per round]}, rounds interleaved across `fns`."""
+def time_rounds(fns, views, steps, repeats, warmup, cpu=None):
+    """{name: [seconds per step, one per round]}, rounds interleaved across `fns`; also fills `cpu`
+    (a dict, when given) with the process CPU seconds per step of each round (all threads)."""
     for name, fn in fns.items():
         for _ in range(warmup):
             float(fn(views))
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 out = fn(views)
             float(out)
             times[name].append((time.perf_counter() - start) / steps)
+            if cpu is not None:
+                cpu.setdefault(name, []).append((time.process_time() - start_cpu) / steps)
     return times
 
 
 def time_single_steps(fn, views, n):
     """Per-step records of `n` consecutive calls: wall and process CPU seconds, minor page faults,
-    involuntary context switches (getrusage; the process's own counters, all threads)."""
+    involuntary context switches (getrusage; the process's own counters, all threads) and the seconds
+    spent in Python's garbage collector (gc.callbacks)."""
     import resource
 
+    pauses = []
+
+    def on_gc(phase, info):
+        pauses.append((phase, time.perf_counter()))
+
     records = []
-    for _ in range(n):
-        before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        float(fn(views))
-        wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
-        records.append(dict(wall=wall, cpu=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
-                            sys=after.ru_stime - before.ru_stime, minflt=after.ru_minflt - before.ru_minflt,
-                            nivcsw=after.ru_nivcsw - before.ru_nivcsw))
+    gc.callbacks.append(on_gc)
+    try:
+        for _ in range(n):
+            pauses.clear()
+            before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            float(fn(views))
+            wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+            gc_time = sum(t1 - t0 for (_, t0), (_, t1) in zip(pauses[::2], pauses[1::2]))
+            records.append(dict(wall=wall, cpu=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+                                sys=after.ru_stime - before.ru_stime, minflt=after.ru_minflt - before.ru_minflt,
+                                nivcsw=after.ru_nivcsw - before.ru_nivcsw, gc=gc_time))
+    finally:
+        gc.callbacks.remove(on_gc)
     return records
 
 
@@ -204,8 +239,8 @@ def print_step_times(records):
     med, p90, top = spread(walls)
     print(f"{len(records)} single FRA steps: wall median {1000 * med:.0f} ms, p90 {1000 * p90:.0f} ms "
           f"({p90 / med:.2f}x), max {1000 * top:.0f} ms ({top / med:.2f}x)")
-    for key, label in (("cpu", "process CPU s"), ("sys", "of which system"), ("minflt", "minor page faults"),
-                       ("nivcsw", "involuntary ctx switches")):
+    for key, label in (("cpu", "process CPU s"), ("sys", "of which system"), ("gc", "Python GC s"),
+                       ("minflt", "minor page faults"), ("nivcsw", "involuntary ctx switches")):
         m, p, t = spread([r[key] for r in records])
         print(f"  {label:26s} median {m:10.3f}  p90 {p:10.3f}  max {t:10.3f}")
     slow = [i for i, w in enumerate(walls) if w > 1.25 * med]
@@ -213,8 +248,10 @@ def print_step_times(records):
     for i in slow:
         r = records[i]
         print(f"    step {i}: wall {1000 * r['wall']:.0f} ms, CPU {1000 * r['cpu']:.0f} ms "
-              f"(sys {1000 * r['sys']:.0f}), {r['minflt']} page faults, {r['nivcsw']} involuntary switches")
-    print("  per step (wall ms / CPU ms): " + " ".join(f"{1000 * r['wall']:.0f}/{1000 * r['cpu']:.0f}" for r in records))
+              f"(sys {1000 * r['sys']:.0f}), GC {1000 * r['gc']:.0f} ms, {r['minflt']} page faults, "
+              f"{r['nivcsw']} involuntary switches")
+    print("  per step (wall ms / CPU ms): "
+          + " ".join(f"{1000 * r['wall']:.0f}/{1000 * r['cpu']:.0f}" for r in records))
 
 
 def pieces(model, config, views, jit, steps, repeats):
@@ -362,22 +399,31 @@ def main(argv=None):
           f"hidden {config.hidden_dim}, proj {config.proj_dim}, decoder {config.decoder_dim}; {config.precision}, "
           f"XLA {'on' if jit else 'off'}; {params:.1f}M trainable params")
     print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}, "
-          f"{tf.config.list_logical_devices()[0].device_type}; {args.repeats} rounds x {args.steps} steps, interleaved; "
+          f"{tf.config.list_logical_devices()[0].device_type}; {args.repeats} rounds x {args.steps} steps, "
+          f"interleaved; "
           f"{'with' if update else 'WITHOUT'} the optimiser update{'' if update else ' (and EMA)'} on both sides"
           f"{'; Python GC off' if args.gc_off else ''}")
     if args.gc_off:
         gc.disable()
-    times = time_rounds({"fra": fra, "floor": floor}, views, args.steps, args.repeats, args.warmup)
+    steps = {"fra": fra, "floor": floor}
+    if args.compare_keras_attention:
+        keras_model, steps["fra_keras_attention"] = fra_step_fn(config, jit, update)
+        use_keras_attention(keras_model)
+    cpu = {}
+    times = time_rounds(steps, views, args.steps, args.repeats, args.warmup, cpu)
     b = config.batch_size
-    rows = {}
-    for name in ("fra", "floor"):
+    labels = dict(fra="FRA step", floor="floor (2 fwd+bwd + 2 fwd)", fra_keras_attention="FRA, Keras MHA decoder")
+    for name in times:
         med, best = statistics.median(times[name]), min(times[name])
-        rows[name] = med
-        label = "FRA step" if name == "fra" else "floor (2 fwd+bwd + 2 fwd)"
-        print(f"{label:28s} {b / med:8.1f} samples/s (median)  {b / best:8.1f} (best)  {1000 * med:8.1f} ms/step")
-    ratios = sorted(f / g for f, g in zip(times["fra"], times["floor"]))
-    print(f"FRA / floor time ratio: {rows['fra'] / rows['floor']:.2f} (per-round ratios "
-          f"{ratios[0]:.2f}-{ratios[-1]:.2f})")
+        print(f"{labels[name]:28s} {b / med:8.1f} samples/s (median)  {b / best:8.1f} (best)  {1000 * med:8.1f} ms/step"
+              f"  {1000 * statistics.median(cpu[name]):8.1f} CPU ms/step")
+    for name, base in (("fra", "floor"), ("fra_keras_attention", "floor"), ("fra_keras_attention", "fra")):
+        if name in times:
+            ratios = sorted(f / g for f, g in zip(times[name], times[base]))
+            print(f"{labels[name]} / {labels[base].split(' (')[0]} time ratio: "
+                  f"{statistics.median(times[name]) / statistics.median(times[base]):.2f} "
+                  f"(per-round ratios {ratios[0]:.2f}-{ratios[-1]:.2f}); CPU-time ratio "
+                  f"{statistics.median(cpu[name]) / statistics.median(cpu[base]):.2f}")
     if args.step_times:
         print_step_times(time_single_steps(fra, views, args.step_times))
     gc.enable()

@@ -377,7 +377,7 @@ def test_token_attention_equals_keras_multi_head_attention(dropout, training):
         w = {p.split("/", 1)[1]: np.array(x.numpy(), np.float64) for p, x in ((x.path, x) for x in ours.weights)}
         for b in range(2):
             np.testing.assert_allclose(results[0][0][b], np_mha(q[b], k[b], v[b], w), rtol=1e-4, atol=1e-5)
-        unscaled = dict(w, **{"query/kernel": w["query/kernel"] * math.sqrt(3), "query/bias": w["query/bias"] * math.sqrt(3)})
+        unscaled = dict(w, **{name: w[name] * math.sqrt(3) for name in ("query/kernel", "query/bias")})
         assert np.abs(np_mha(q[0], k[0], v[0], unscaled) - results[0][0][0]).max() > 1e-2
     if training and dropout > 0.0:
         assert np.abs(results[0][0] - ours(q, v, k, training=False).numpy()).max() > 1e-3   # dropout acted

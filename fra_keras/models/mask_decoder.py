@@ -72,12 +72,12 @@ class TokenAttention(layers.MultiHeadAttention):
     (EinsumDense kernels (D, heads, head_dim), biases (heads, head_dim)) and `attention_output` (kernel
     (heads, head_dim, D), bias (D,)) are built, named, ordered, initialised and saved by the parent, so
     `.keras` files, weight paths (LARS' `lars_group_key`) and `set_weights` are unchanged. Only `call`
-    differs: each projection is ONE (B*T, D) x (D, heads*head_dim) matmul on the flattened tokens instead
-    of the parent's EinsumDense, whose kernel gradient TensorFlow computes as a batch of per-sample outer
-    products followed by a sum over the batch (2-3x the decoder's FLOP share on CPU, docs/scaling.md
-    section 5); the 8-head attention is two batched matmuls over (B, heads). Scaling of the projected query by 1/sqrt(head_dim),
-    softmax over the keys, dropout on the attention weights (the parent's `_softmax` and
-    `_dropout_layer`) follow the parent's explicit path exactly.
+    differs: each projection is ONE (B*T, D) x (D, heads*head_dim) matmul (plus bias) on the flattened
+    tokens instead of the parent's EinsumDense, whose kernel gradient TensorFlow computes as a batch of
+    per-sample outer products followed by a sum over the batch (docs/scaling.md, section 5); the
+    attention itself is two batched matmuls over (B, heads). The scaling of the projected query by
+    1/sqrt(head_dim), the softmax over the keys and the dropout on the attention weights (the parent's own
+    `_softmax` and `_dropout_layer` sub-layers, so the same seeded masks) follow the parent's path.
 
     Supported: the parent's arguments except `use_gate`, `sliding_window` and `attention_axes` other
     than the sequence axis; no attention masks (the decoder uses none).
