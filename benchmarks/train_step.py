@@ -25,8 +25,8 @@ the prototype EMA and the metrics (2 online forward+backward passes through back
 and losses, 2 target forward passes, the gradients of every optimised variable), the floor the same
 without its SGD update.
 
---step-times N times N single FRA steps one after another (after the warm-up) and prints the median,
-90th percentile and maximum with, per step, the process CPU time, minor page faults and involuntary
+--step-times N times N single steps of each kind, alternating (after the warm-up), and prints the
+median, 90th percentile and maximum with, per step, the process CPU time, minor page faults and involuntary
 context switches (getrusage) and the time in Python's garbage collector, so that a slow step can be told
 apart: our own extra work (CPU time up), a garbage collection, memory being mapped afresh (page faults
 up) or other processes taking the cores (wall time up, CPU time not, context switches up). --gc-off
@@ -72,8 +72,8 @@ def parse_args(argv=None):
                         help="time both steps without their optimiser update (FRA: also without the target and "
                              "prototype EMA and the metrics): forward + backward only")
     parser.add_argument("--step-times", type=int, default=0, metavar="N",
-                        help="also time N single FRA steps in a row and print their spread (median, p90, max) "
-                             "with CPU time, page faults and context switches per step")
+                        help="also time N single steps of each kind, alternating, and print their spread (median, "
+                             "p90, max) with CPU time, GC time, page faults and context switches per step")
     parser.add_argument("--compare-keras-attention", action="store_true",
                         help="also time, in the same rounds, the FRA step with the mask decoder's attention run by "
                              "Keras' MultiHeadAttention (the implementation before TokenAttention, same weights)")
@@ -196,29 +196,30 @@ def time_rounds(fns, views, steps, repeats, warmup, cpu=None):
     return times
 
 
-def time_single_steps(fn, views, n):
-    """Per-step records of `n` consecutive calls: wall and process CPU seconds, minor page faults,
-    involuntary context switches (getrusage; the process's own counters, all threads) and the seconds
-    spent in Python's garbage collector (gc.callbacks)."""
+def time_single_steps(fns, views, n):
+    """{name: per-step records} of `n` single calls of each of `fns`, alternating (so that load swings hit
+    all alike): wall and process CPU seconds, minor page faults, involuntary context switches (getrusage;
+    the process's own counters, all threads) and the seconds spent in Python's garbage collector."""
     import resource
 
     pauses = []
 
     def on_gc(phase, info):
-        pauses.append((phase, time.perf_counter()))
+        pauses.append(time.perf_counter())
 
-    records = []
+    records = {name: [] for name in fns}
     gc.callbacks.append(on_gc)
     try:
         for _ in range(n):
-            pauses.clear()
-            before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-            float(fn(views))
-            wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
-            gc_time = sum(t1 - t0 for (_, t0), (_, t1) in zip(pauses[::2], pauses[1::2]))
-            records.append(dict(wall=wall, cpu=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
-                                sys=after.ru_stime - before.ru_stime, minflt=after.ru_minflt - before.ru_minflt,
-                                nivcsw=after.ru_nivcsw - before.ru_nivcsw, gc=gc_time))
+            for name, fn in fns.items():
+                pauses.clear()
+                before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+                float(fn(views))
+                wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+                records[name].append(dict(
+                    wall=wall, cpu=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+                    sys=after.ru_stime - before.ru_stime, gc=sum(pauses[1::2]) - sum(pauses[0::2]),
+                    minflt=after.ru_minflt - before.ru_minflt, nivcsw=after.ru_nivcsw - before.ru_nivcsw))
     finally:
         gc.callbacks.remove(on_gc)
     return records
@@ -234,10 +235,10 @@ def spread(values):
     return statistics.median(ordered), ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo]), ordered[-1]
 
 
-def print_step_times(records):
+def print_step_times(label, records):
     walls = [r["wall"] for r in records]
     med, p90, top = spread(walls)
-    print(f"{len(records)} single FRA steps: wall median {1000 * med:.0f} ms, p90 {1000 * p90:.0f} ms "
+    print(f"{len(records)} single steps, {label}: wall median {1000 * med:.0f} ms, p90 {1000 * p90:.0f} ms "
           f"({p90 / med:.2f}x), max {1000 * top:.0f} ms ({top / med:.2f}x)")
     for key, label in (("cpu", "process CPU s"), ("sys", "of which system"), ("gc", "Python GC s"),
                        ("minflt", "minor page faults"), ("nivcsw", "involuntary ctx switches")):
@@ -425,7 +426,8 @@ def main(argv=None):
                   f"(per-round ratios {ratios[0]:.2f}-{ratios[-1]:.2f}); CPU-time ratio "
                   f"{statistics.median(cpu[name]) / statistics.median(cpu[base]):.2f}")
     if args.step_times:
-        print_step_times(time_single_steps(fra, views, args.step_times))
+        for name, records in time_single_steps(steps, views, args.step_times).items():
+            print_step_times(labels[name], records)
     gc.enable()
     if args.flops:
         fra_fn = tf.function(model.train_step) if update else fra
