@@ -255,8 +255,9 @@ def print_step_times(label, records):
           + " ".join(f"{1000 * r['wall']:.0f}/{1000 * r['cpu']:.0f}" for r in records))
 
 
-def pieces(model, config, views, jit, steps, repeats):
-    """Seconds per call of each part of the FRA step (forward+backward where it has weights)."""
+def pieces(model, config, views, jit, steps, repeats, keras_attention_model=None):
+    """Seconds per call of each part of the FRA step (forward+backward where it has weights); with
+    `keras_attention_model` (see `use_keras_attention`) also its mask decoder's."""
     import tensorflow as tf
 
     from fra_keras import losses
@@ -288,6 +289,8 @@ def pieces(model, config, views, jit, steps, repeats):
     if config.region_losses:
         fns["pixel projector fwd+bwd"] = fwd_bwd(neck.pixel_proj, lambda: feats)
         fns["mask decoder fwd+bwd"] = fwd_bwd(neck.mask_decoder, lambda: feats)
+        if keras_attention_model is not None:
+            fns["mask decoder fwd+bwd, Keras MHA"] = fwd_bwd(keras_attention_model.neck.mask_decoder, lambda: feats)
         fns["region projector fwd+bwd"] = fwd_bwd(neck.region_proj, lambda: tf.cast(
             tf.random.normal((b, k, c)), feats.dtype))
         fns["region predictor fwd+bwd"] = fwd_bwd(model.region_predictor, lambda: out["regions"])
@@ -439,7 +442,8 @@ def main(argv=None):
             print(f"  {name:30s} {value / 1e9:8.2f} GFLOP  {100 * value / fra_total:5.1f} %")
     if args.pieces:
         print("pieces (median ms per call; forward+backward on one view's shapes, batch %d):" % b)
-        piece_times = pieces(model, config, views, jit, args.steps, max(args.repeats // 2, 2))
+        piece_times = pieces(model, config, views, jit, args.steps, max(args.repeats // 2, 2),
+                             keras_model if args.compare_keras_attention else None)
         for name, values in piece_times.items():
             print(f"  {name:44s} {1000 * statistics.median(values):8.1f} ms")
     return 0
