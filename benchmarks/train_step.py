@@ -3,6 +3,7 @@
     python benchmarks/train_step.py --preset tiny
     python benchmarks/train_step.py --preset paper --backbone resnet18 --image-size 112 --batch-size 16
     python benchmarks/train_step.py --preset paper --image-size 112 --batch-size 8 --pieces
+    python benchmarks/train_step.py --preset tiny --no-optimizer --step-times 30
 
 FRA step: `FRA.train_step` (2 online forward+backward passes and 2 target forward passes of backbone +
 neck, predictors, losses, LARS, EMA of the target, prototype EMA), in a `tf.function` (XLA with
@@ -14,8 +15,25 @@ EMA cost on top of the unavoidable backbone work.
 
 The two are timed in rotation (`--repeats` rounds of `--steps` steps each, after `--warmup` steps
 that include tracing), so that load swings on a shared machine hit both alike; the median and best
-round are printed, with the ratio of the medians. Throughput counts samples (view pairs) per second:
-batch_size / step time.
+round are printed, with the ratio of the medians, and the process CPU time per step (all threads): on a
+machine shared with other jobs the wall time also counts the time other processes hold the cores, the
+CPU time not. Throughput counts samples (view pairs) per second: batch_size / step time.
+
+--no-optimizer times both steps without their updates, the definition of issue 14 ("FRA / floor
+without the optimiser on both sides"): the FRA step is then `FRA.train_step` less LARS, the target EMA,
+the prototype EMA and the metrics (2 online forward+backward passes through backbone, neck, predictors
+and losses, 2 target forward passes, the gradients of every optimised variable), the floor the same
+without its SGD update.
+
+--step-times N times N single steps of each kind, alternating (after the warm-up), and prints the
+median, 90th percentile and maximum with, per step, the process CPU time, minor page faults and involuntary
+context switches (getrusage) and the time in Python's garbage collector, so that a slow step can be told
+apart: our own extra work (CPU time up), a garbage collection, memory being mapped afresh (page faults
+up) or other processes taking the cores (wall time up, CPU time not, context switches up). --gc-off
+runs the timed steps with Python's garbage collector disabled.
+
+--compare-keras-attention adds a third step to the rounds: the FRA step with the mask decoder's
+attention run by Keras' MultiHeadAttention, as before `TokenAttention` (same function and weights).
 
 --pieces adds a breakdown: forward+backward time of each head on the real feature shapes, the losses,
 the optimiser update and the EMA, each as its own `tf.function` (see docs/scaling.md for figures).
@@ -25,6 +43,7 @@ Any FRAConfig field can be overridden with its flag (`--hidden-dim 1024`, `--pre
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import re
@@ -49,6 +68,17 @@ def parse_args(argv=None):
     parser.add_argument("--flops", action="store_true",
                         help="also count the FLOPs of both steps (TF graph statistics) and split FRA's by part")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: TensorFlow's default)")
+    parser.add_argument("--no-optimizer", action="store_true",
+                        help="time both steps without their optimiser update (FRA: also without the target and "
+                             "prototype EMA and the metrics): forward + backward only")
+    parser.add_argument("--step-times", type=int, default=0, metavar="N",
+                        help="also time N single steps of each kind, alternating, and print their spread (median, "
+                             "p90, max) with CPU time, GC time, page faults and context switches per step")
+    parser.add_argument("--compare-keras-attention", action="store_true",
+                        help="also time, in the same rounds, the FRA step with the mask decoder's attention run by "
+                             "Keras' MultiHeadAttention (the implementation before TokenAttention, same weights)")
+    parser.add_argument("--gc-off", action="store_true",
+                        help="disable Python's garbage collector during the timed steps")
     cli_utils.add_config_flags(parser)
     args = parser.parse_args(argv)
     overrides = cli_utils.config_overrides(args)
@@ -65,19 +95,57 @@ def random_views(config, seed=0):
     return {"view1": g.normal(shape), "view2": g.normal(shape)}
 
 
-def fra_step_fn(config, jit):
+def fra_step_fn(config, jit, update=True):
+    """(model, step): `step(views)` runs one FRA step and returns its loss; without `update`, the
+    forward + backward part of `FRA.train_step` only (no update, no EMA, no metrics)."""
     import tensorflow as tf
 
+    from fra_keras.data.device_augment import augment_views
     from fra_keras.models.fra import FRA
 
     model = FRA(config)
     model.compile(jit_compile=jit)
-    step = tf.function(model.train_step, jit_compile=jit, reduce_retracing=True)
-    return model, lambda views: step(views)["loss"]
+    if update:
+        step = tf.function(model.train_step, jit_compile=jit, reduce_retracing=True)
+        return model, lambda views: step(views)["loss"]
+
+    @tf.function(jit_compile=jit, reduce_retracing=True)
+    def gradients_only(views):
+        data = augment_views(views, config)
+        views = [data["view1"], data["view2"]]
+        target = [model._run_network(model.target_backbone, model.target_neck, v, True) for v in views]
+        target = [{k: tf.stop_gradient(v) for k, v in t.items()} for t in target]
+        with tf.GradientTape() as tape:
+            online = [model._run_network(model.backbone, model.neck, v, True) for v in views]
+            loss, _ = model._compute_losses(online, target, step=model.optimizer.iterations)
+        return _after(loss, tape.gradient(loss, model.optimized_variables))
+
+    return model, gradients_only
 
 
-def floor_step_fn(config, jit):
-    """2 forward+backward (online) + 2 forward (target) passes of the backbone, plain SGD update."""
+def use_keras_attention(model):
+    """Run the mask decoders of `model` (online and target) with Keras' MultiHeadAttention, the parent
+    class of their TokenAttention layers (same weights; the implementation before TokenAttention), for
+    an A/B timing in one process. Must be called before the first step is traced."""
+    import keras
+
+    for neck in (model.neck, model.target_neck):
+        for layer in neck.mask_decoder.decoder_layers if hasattr(neck, "mask_decoder") else ():
+            for attention in (layer.self_attn, layer.cross_attn):
+                attention.__class__ = keras.layers.MultiHeadAttention
+
+
+def _after(value, tensors):
+    """`value`, computed only once every tensor of `tensors` is (so that unused gradients still run)."""
+    import tensorflow as tf
+
+    with tf.control_dependencies([t for t in tensors if t is not None]):
+        return tf.identity(value)
+
+
+def floor_step_fn(config, jit, update=True):
+    """(online backbone, step): 2 forward+backward (online) + 2 forward (target) passes of the backbone,
+    plain SGD update (none without `update`: the gradients are computed and dropped)."""
     import keras
     import tensorflow as tf
 
@@ -100,30 +168,96 @@ def floor_step_fn(config, jit):
             loss = sum(tf.reduce_mean(tf.cast(x, tf.float32)) for x in f)
             scaled = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, online.trainable_variables)
+        loss = loss + 0.0 * sum(tf.reduce_mean(tf.cast(x, tf.float32)) for x in t)
+        if not update:
+            return _after(loss, grads)
         optimizer.apply_gradients(zip(grads, online.trainable_variables))
-        return loss + 0.0 * sum(tf.reduce_mean(tf.cast(x, tf.float32)) for x in t)
+        return loss
 
-    return step
+    return online, step
 
 
-def time_rounds(fns, views, steps, repeats, warmup):
-    """{name: [seconds per step, one per round]}, rounds interleaved across `fns`."""
+def time_rounds(fns, views, steps, repeats, warmup, cpu=None):
+    """{name: [seconds per step, one per round]}, rounds interleaved across `fns`; also fills `cpu`
+    (a dict, when given) with the process CPU seconds per step of each round (all threads)."""
     for name, fn in fns.items():
         for _ in range(warmup):
             float(fn(views))
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 out = fn(views)
             float(out)
             times[name].append((time.perf_counter() - start) / steps)
+            if cpu is not None:
+                cpu.setdefault(name, []).append((time.process_time() - start_cpu) / steps)
     return times
 
 
-def pieces(model, config, views, jit, steps, repeats):
-    """Seconds per call of each part of the FRA step (forward+backward where it has weights)."""
+def time_single_steps(fns, views, n):
+    """{name: per-step records} of `n` single calls of each of `fns`, alternating (so that load swings hit
+    all alike): wall and process CPU seconds, minor page faults, involuntary context switches (getrusage;
+    the process's own counters, all threads) and the seconds spent in Python's garbage collector."""
+    import resource
+
+    pauses = []
+
+    def on_gc(phase, info):
+        pauses.append(time.perf_counter())
+
+    records = {name: [] for name in fns}
+    gc.callbacks.append(on_gc)
+    try:
+        for _ in range(n):
+            for name, fn in fns.items():
+                pauses.clear()
+                before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+                float(fn(views))
+                wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+                records[name].append(dict(
+                    wall=wall, cpu=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+                    sys=after.ru_stime - before.ru_stime, gc=sum(pauses[1::2]) - sum(pauses[0::2]),
+                    minflt=after.ru_minflt - before.ru_minflt, nivcsw=after.ru_nivcsw - before.ru_nivcsw))
+    finally:
+        gc.callbacks.remove(on_gc)
+    return records
+
+
+def spread(values):
+    """(median, 90th percentile, maximum) of `values`; the percentile by linear interpolation between
+    order statistics (NumPy's default)."""
+    ordered = sorted(values)
+    pos = 0.9 * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return statistics.median(ordered), ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo]), ordered[-1]
+
+
+def print_step_times(label, records):
+    walls = [r["wall"] for r in records]
+    med, p90, top = spread(walls)
+    print(f"{len(records)} single steps, {label}: wall median {1000 * med:.0f} ms, p90 {1000 * p90:.0f} ms "
+          f"({p90 / med:.2f}x), max {1000 * top:.0f} ms ({top / med:.2f}x)")
+    for key, label in (("cpu", "process CPU s"), ("sys", "of which system"), ("gc", "Python GC s"),
+                       ("minflt", "minor page faults"), ("nivcsw", "involuntary ctx switches")):
+        m, p, t = spread([r[key] for r in records])
+        print(f"  {label:26s} median {m:10.3f}  p90 {p:10.3f}  max {t:10.3f}")
+    slow = [i for i, w in enumerate(walls) if w > 1.25 * med]
+    print(f"  steps over 1.25x the median: {slow or 'none'}")
+    for i in slow:
+        r = records[i]
+        print(f"    step {i}: wall {1000 * r['wall']:.0f} ms, CPU {1000 * r['cpu']:.0f} ms "
+              f"(sys {1000 * r['sys']:.0f}), GC {1000 * r['gc']:.0f} ms, {r['minflt']} page faults, "
+              f"{r['nivcsw']} involuntary switches")
+    print("  per step (wall ms / CPU ms): "
+          + " ".join(f"{1000 * r['wall']:.0f}/{1000 * r['cpu']:.0f}" for r in records))
+
+
+def pieces(model, config, views, jit, steps, repeats, keras_attention_model=None):
+    """Seconds per call of each part of the FRA step (forward+backward where it has weights); with
+    `keras_attention_model` (see `use_keras_attention`) also its mask decoder's."""
     import tensorflow as tf
 
     from fra_keras import losses
@@ -155,6 +289,8 @@ def pieces(model, config, views, jit, steps, repeats):
     if config.region_losses:
         fns["pixel projector fwd+bwd"] = fwd_bwd(neck.pixel_proj, lambda: feats)
         fns["mask decoder fwd+bwd"] = fwd_bwd(neck.mask_decoder, lambda: feats)
+        if keras_attention_model is not None:
+            fns["mask decoder fwd+bwd, Keras MHA"] = fwd_bwd(keras_attention_model.neck.mask_decoder, lambda: feats)
         fns["region projector fwd+bwd"] = fwd_bwd(neck.region_proj, lambda: tf.cast(
             tf.random.normal((b, k, c)), feats.dtype))
         fns["region predictor fwd+bwd"] = fwd_bwd(model.region_predictor, lambda: out["regions"])
@@ -258,28 +394,46 @@ def main(argv=None):
 
     jit = resolve_jit_compile(config.jit_compile)
     views = random_views(config)
-    model, fra = fra_step_fn(config, jit)
-    floor = floor_step_fn(config, jit)
+    update = not args.no_optimizer
+    model, fra = fra_step_fn(config, jit, update)
+    _, floor = floor_step_fn(config, jit, update)
     params = sum(np_size(v) for v in model.optimized_variables) / 1e6
     print(f"{config.backbone} width {config.backbone_width} stride {config.output_stride} at {config.image_size} px "
           f"({config.feature_grid}x{config.feature_grid} grid), batch {config.batch_size}, K={config.num_regions}, "
           f"hidden {config.hidden_dim}, proj {config.proj_dim}, decoder {config.decoder_dim}; {config.precision}, "
           f"XLA {'on' if jit else 'off'}; {params:.1f}M trainable params")
     print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}, "
-          f"{tf.config.list_logical_devices()[0].device_type}; {args.repeats} rounds x {args.steps} steps, interleaved")
-    times = time_rounds({"fra": fra, "floor": floor}, views, args.steps, args.repeats, args.warmup)
+          f"{tf.config.list_logical_devices()[0].device_type}; {args.repeats} rounds x {args.steps} steps, "
+          f"interleaved; "
+          f"{'with' if update else 'WITHOUT'} the optimiser update{'' if update else ' (and EMA)'} on both sides"
+          f"{'; Python GC off' if args.gc_off else ''}")
+    if args.gc_off:
+        gc.disable()
+    steps = {"fra": fra, "floor": floor}
+    if args.compare_keras_attention:
+        keras_model, steps["fra_keras_attention"] = fra_step_fn(config, jit, update)
+        use_keras_attention(keras_model)
+    cpu = {}
+    times = time_rounds(steps, views, args.steps, args.repeats, args.warmup, cpu)
     b = config.batch_size
-    rows = {}
-    for name in ("fra", "floor"):
+    labels = dict(fra="FRA step", floor="floor (2 fwd+bwd + 2 fwd)", fra_keras_attention="FRA, Keras MHA decoder")
+    for name in times:
         med, best = statistics.median(times[name]), min(times[name])
-        rows[name] = med
-        label = "FRA step" if name == "fra" else "floor (2 fwd+bwd + 2 fwd)"
-        print(f"{label:28s} {b / med:8.1f} samples/s (median)  {b / best:8.1f} (best)  {1000 * med:8.1f} ms/step")
-    ratios = sorted(f / g for f, g in zip(times["fra"], times["floor"]))
-    print(f"FRA / floor time ratio: {rows['fra'] / rows['floor']:.2f} (per-round ratios "
-          f"{ratios[0]:.2f}-{ratios[-1]:.2f})")
+        print(f"{labels[name]:28s} {b / med:8.1f} samples/s (median)  {b / best:8.1f} (best)  {1000 * med:8.1f} ms/step"
+              f"  {1000 * statistics.median(cpu[name]):8.1f} CPU ms/step")
+    for name, base in (("fra", "floor"), ("fra_keras_attention", "floor"), ("fra_keras_attention", "fra")):
+        if name in times:
+            ratios = sorted(f / g for f, g in zip(times[name], times[base]))
+            print(f"{labels[name]} / {labels[base].split(' (')[0]} time ratio: "
+                  f"{statistics.median(times[name]) / statistics.median(times[base]):.2f} "
+                  f"(per-round ratios {ratios[0]:.2f}-{ratios[-1]:.2f}); CPU-time ratio "
+                  f"{statistics.median(cpu[name]) / statistics.median(cpu[base]):.2f}")
+    if args.step_times:
+        for name, records in time_single_steps(steps, views, args.step_times).items():
+            print_step_times(labels[name], records)
+    gc.enable()
     if args.flops:
-        fra_fn = tf.function(model.train_step)
+        fra_fn = tf.function(model.train_step) if update else fra
         fra_total, parts = count_flops(fra_fn, views)
         floor_total, _ = count_flops(floor, views)
         print(f"FLOPs per step: FRA {fra_total / 1e9:.1f} G, floor {floor_total / 1e9:.1f} G, "
@@ -288,7 +442,8 @@ def main(argv=None):
             print(f"  {name:30s} {value / 1e9:8.2f} GFLOP  {100 * value / fra_total:5.1f} %")
     if args.pieces:
         print("pieces (median ms per call; forward+backward on one view's shapes, batch %d):" % b)
-        piece_times = pieces(model, config, views, jit, args.steps, max(args.repeats // 2, 2))
+        piece_times = pieces(model, config, views, jit, args.steps, max(args.repeats // 2, 2),
+                             keras_model if args.compare_keras_attention else None)
         for name, values in piece_times.items():
             print(f"  {name:44s} {1000 * statistics.median(values):8.1f} ms")
     return 0

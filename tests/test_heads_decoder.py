@@ -17,7 +17,7 @@ import pytest
 from harness import randomize_weights
 
 from fra_keras.models.heads import MLPHead
-from fra_keras.models.mask_decoder import DecoderLayer, MaskDecoder, sine_position_encoding
+from fra_keras.models.mask_decoder import DecoderLayer, MaskDecoder, TokenAttention, sine_position_encoding
 from fra_keras.models.neck import FRANeck
 
 EPS = 1e-5
@@ -319,6 +319,109 @@ def test_decoder_layer_matches_numpy():
     for b in range(2):
         expected = np_decoder_layer(tgt[b].astype(np.float64), memory[b].astype(np.float64), pos[0], qpos[0], w)
         np.testing.assert_allclose(got[b], expected, rtol=1e-4, atol=1e-4)
+
+
+def _attention_pair(dropout, seed=11):
+    """A TokenAttention and a Keras MultiHeadAttention with the same (random) weights and dropout seed,
+    on query / key / value widths 7 / 8 / 9 (so a swapped projection fails), 4 heads of 3."""
+    import keras
+
+    rng = np.random.default_rng(6)
+    kwargs = dict(num_heads=4, key_dim=3, dropout=dropout, seed=seed)
+    ours, keras_mha = TokenAttention(**kwargs), keras.layers.MultiHeadAttention(**kwargs)
+    for layer in (ours, keras_mha):
+        layer.build((2, 5, 7), (2, 6, 9), (2, 6, 8))
+    weights = [rng.normal(0, 0.5, w.shape).astype("float32") for w in keras_mha.get_weights()]
+    ours.set_weights(weights)
+    keras_mha.set_weights(weights)
+    q, v, k = (rng.normal(size=s).astype("float32") for s in ((2, 5, 7), (2, 6, 9), (2, 6, 8)))
+    return ours, keras_mha, q, v, k
+
+
+def test_token_attention_keeps_keras_weight_layout():
+    """Same variable names, shapes and order as Keras' MultiHeadAttention (what `.keras` files, the LARS
+    q/k/v grouping and the layout comment of this module rely on)."""
+    from fra_keras.optimizers import lars_group_key
+
+    ours, keras_mha, *_ = _attention_pair(0.0)
+    strip = lambda layer: [(w.path.split("/", 1)[1], tuple(w.shape)) for w in layer.weights]
+    assert strip(ours) == strip(keras_mha)
+    assert [p for p, _ in strip(ours) if p.endswith("kernel")] == [
+        "query/kernel", "key/kernel", "value/kernel", "attention_output/kernel"]
+    groups = {lars_group_key(f"neck/dec/self_attn/{p}") for p, _ in strip(ours)}
+    assert groups == {"neck/dec/self_attn", None}
+
+
+@pytest.mark.parametrize("dropout, training", [(0.0, True), (0.3, False), (0.3, True)])
+def test_token_attention_equals_keras_multi_head_attention(dropout, training):
+    """Outputs and gradients (weights and all three inputs) equal Keras' MultiHeadAttention with the same
+    weights; with dropout in training mode too, since both draw the (B, heads, T, S) attention-weight mask
+    from the same seeded generator — so the dropout sits where Keras (and PyTorch) put it."""
+    import tensorflow as tf
+
+    ours, keras_mha, q, v, k = _attention_pair(dropout)
+    results = []
+    for layer in (ours, keras_mha):
+        inputs = [tf.constant(x) for x in (q, v, k)]
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = layer(*inputs, training=training)
+            s = tf.reduce_sum(tf.sin(3.0 * y))            # a non-linear loss: gradients depend on y
+        results.append([y.numpy()] + [g.numpy() for g in tape.gradient(s, layer.trainable_variables + inputs)])
+    names = ["output"] + [w.path for w in ours.trainable_variables] + ["d_query", "d_value", "d_key"]
+    for name, got, want in zip(names, *results):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(want).max()), err_msg=name)
+    # The NumPy reference too (inference), and the check can fail: without the 1/sqrt(head_dim) scale
+    # the outputs differ.
+    if not training or dropout == 0.0:
+        w = {p.split("/", 1)[1]: np.array(x.numpy(), np.float64) for p, x in ((x.path, x) for x in ours.weights)}
+        for b in range(2):
+            np.testing.assert_allclose(results[0][0][b], np_mha(q[b], k[b], v[b], w), rtol=1e-4, atol=1e-5)
+        unscaled = dict(w, **{name: w[name] * math.sqrt(3) for name in ("query/kernel", "query/bias")})
+        assert np.abs(np_mha(q[0], k[0], v[0], unscaled) - results[0][0][0]).max() > 1e-2
+    if training and dropout > 0.0:
+        assert np.abs(results[0][0] - ours(q, v, k, training=False).numpy()).max() > 1e-3   # dropout acted
+
+
+def test_token_attention_rejects_what_it_does_not_compute():
+    with pytest.raises(ValueError, match="use_gate=True"):
+        TokenAttention(num_heads=2, key_dim=3, use_gate=True)
+    with pytest.raises(ValueError, match="attention_axes=.2, 3."):
+        TokenAttention(num_heads=2, key_dim=3, attention_axes=(2, 3))
+    layer = TokenAttention(num_heads=2, key_dim=3)
+    with pytest.raises(ValueError, match="query has shape"):
+        layer(np.zeros((2, 3, 4, 5), "float32"), np.zeros((2, 3, 4, 5), "float32"))
+
+
+def test_decoder_weights_saved_with_keras_attention_load_unchanged(tmp_path):
+    """A DecoderLayer whose attention is Keras' MultiHeadAttention (as saved before TokenAttention) and
+    one with TokenAttention share one weights file: loading it gives the same outputs."""
+    import keras
+
+    from fra_keras.models import mask_decoder
+
+    rng = np.random.default_rng(7)
+    tgt, memory = rng.normal(size=(2, 3, 8)).astype("float32"), rng.normal(size=(2, 6, 8)).astype("float32")
+    pos, qpos = rng.normal(size=(1, 6, 8)).astype("float32"), rng.normal(size=(1, 3, 8)).astype("float32")
+
+    def model(layer):
+        inputs = [keras.Input(x.shape[1:], batch_size=x.shape[0]) for x in (tgt, memory, pos, qpos)]
+        return keras.Model(inputs, layer(*inputs))
+
+    original = mask_decoder.TokenAttention
+    mask_decoder.TokenAttention = keras.layers.MultiHeadAttention
+    try:
+        old = model(DecoderLayer(dim=8, num_heads=2, ffn_dim=5, dropout=0.1))
+    finally:
+        mask_decoder.TokenAttention = original
+    assert type(old.layers[-1].self_attn) is keras.layers.MultiHeadAttention
+    randomize_weights(old, rng)
+    old.save_weights(tmp_path / "old.weights.h5")
+    new = model(DecoderLayer(dim=8, num_heads=2, ffn_dim=5, dropout=0.1))
+    assert type(new.layers[-1].self_attn) is TokenAttention
+    new.load_weights(tmp_path / "old.weights.h5")
+    np.testing.assert_allclose(new.predict_on_batch([tgt, memory, pos, qpos]),
+                               old.predict_on_batch([tgt, memory, pos, qpos]), rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from harness import run_layer_test
 from fra_keras.downstream.heads import SoftArgmax2D
 from fra_keras.models.backbone import CircularPadding2D
 from fra_keras.models.heads import MLPHead
-from fra_keras.models.mask_decoder import DecoderLayer, MaskDecoder
+from fra_keras.models.mask_decoder import DecoderLayer, MaskDecoder, TokenAttention
 from fra_keras.models.neck import FRANeck
 
 B = 2
@@ -32,6 +32,8 @@ CASES = [
     ("mlp_vectors", MLPHead, dict(hidden_dim=6, output_dim=5, bn_momentum=0.8, bn_epsilon=1e-3),
      (B, 7), (B, 5), None),
     ("mlp_pixels", MLPHead, dict(hidden_dim=6, output_dim=5, synchronized=True), (B, 3, 4, 7), (B, 3, 4, 5), None),
+    ("token_attention", TokenAttention, dict(num_heads=2, key_dim=3, dropout=0.2, seed=5),
+     [(B, 3, 5), (B, 4, 7), (B, 4, 6)], (B, 3, 5), None),
     ("decoder_layer", DecoderLayer, dict(dim=8, num_heads=4, ffn_dim=5, dropout=0.2),
      [(B, 3, 8), (B, 6, 8), (B, 6, 8), (B, 3, 8)], (B, 3, 8), None),
     ("mask_decoder", MaskDecoder, dict(num_queries=3, dim=8, num_heads=2, num_layers=2, ffn_dim=6, dropout=0.3,

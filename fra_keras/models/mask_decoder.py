@@ -13,6 +13,10 @@ Initialisers follow the PyTorch reference:
 * the mask-embedding MLP: PyTorch Linear default -> VarianceScaling(1/3, fan_in, uniform), same bias;
 * the query embeddings: nn.Embedding default N(0, 1).
 LayerNorm epsilon is PyTorch's 1e-5 (Keras' default is 1e-3).
+
+The attention layers are `TokenAttention`: Keras' `MultiHeadAttention` with the same weights, computed
+with plain matmuls on the flattened tokens (docs/scaling.md, section 5, "The FRA step against its backbone
+floor").
 """
 
 from __future__ import annotations
@@ -59,6 +63,72 @@ def sine_position_encoding(height, width, dim, temperature=10000.0, scale=2.0 * 
     return tf.concat([pos_y, pos_x], axis=-1)
 
 
+@keras.saving.register_keras_serializable(package="fra_keras")
+class TokenAttention(layers.MultiHeadAttention):
+    """`keras.layers.MultiHeadAttention` on sequences, computed as matmuls on flattened tokens.
+
+    query (B, T, Dq), value (B, S, Dv), key (B, S, Dk; default: value) -> (B, T, Dq).
+    The same function and the same weights as the parent class: the sub-layers `query`, `key`, `value`
+    (EinsumDense kernels (D, heads, head_dim), biases (heads, head_dim)) and `attention_output` (kernel
+    (heads, head_dim, D), bias (D,)) are built, named, ordered, initialised and saved by the parent, so
+    `.keras` files, weight paths (LARS' `lars_group_key`) and `set_weights` are unchanged. Only `call`
+    differs: each projection is ONE (B*T, D) x (D, heads*head_dim) matmul (plus bias) on the flattened
+    tokens instead of the parent's EinsumDense, whose kernel gradient TensorFlow computes as a batch of
+    per-sample outer products followed by a sum over the batch (docs/scaling.md, section 5); the
+    attention itself is two batched matmuls over (B, heads). The scaling of the projected query by
+    1/sqrt(head_dim), the softmax over the keys and the dropout on the attention weights (the parent's own
+    `_softmax` and `_dropout_layer` sub-layers, so the same seeded masks) follow the parent's path.
+
+    Supported: the parent's arguments except `use_gate`, `sliding_window` and `attention_axes` other
+    than the sequence axis; no attention masks (the decoder uses none).
+    """
+
+    def __init__(self, num_heads, key_dim, dropout=0.0, attention_axes=None, use_gate=False,
+                 sliding_window=None, **kwargs):
+        if attention_axes not in (None, 1, (1,), [1]):
+            raise ValueError(f"TokenAttention: attention_axes={attention_axes!r} is not supported; allowed: "
+                             "None or 1 (the sequence axis of (B, T, D) inputs)")
+        if use_gate:
+            raise ValueError(f"TokenAttention: use_gate={use_gate!r} is not supported; allowed: False")
+        if sliding_window is not None:
+            raise ValueError(f"TokenAttention: sliding_window={sliding_window!r} is not supported; "
+                             "allowed: None")
+        super().__init__(num_heads, key_dim, dropout=dropout, attention_axes=attention_axes, **kwargs)
+
+    def _dense_on_tokens(self, dense, x, contracted):
+        """x (B, T, *in) through the EinsumDense `dense` (kernel (*in, *out), bias (*out) or None) ->
+        (B, T, *out), as ONE (B*T, prod(in)) x (prod(in), prod(out)) matmul; `contracted` = len(in)."""
+        kernel = tf.cast(dense.kernel, self.compute_dtype)
+        fan_in, out_shape = math.prod(kernel.shape[:contracted]), list(kernel.shape[contracted:])
+        fan_out = math.prod(out_shape)
+        y = tf.matmul(tf.reshape(x, [-1, fan_in]), tf.reshape(kernel, [fan_in, fan_out]))
+        if dense.bias is not None:
+            y = tf.nn.bias_add(y, tf.reshape(tf.cast(dense.bias, self.compute_dtype), [fan_out]))
+        return tf.reshape(y, tf.concat([tf.shape(x)[:2], out_shape], axis=0))
+
+    def call(self, query, value, key=None, training=None):
+        if key is None:
+            key = value
+        for name, x in (("query", query), ("value", value), ("key", key)):
+            if len(x.shape) != 3:
+                raise ValueError(f"TokenAttention: {name} has shape {tuple(x.shape)}; allowed: (B, T, D)")
+        heads_first = [0, 2, 1, 3]
+        q = tf.transpose(self._dense_on_tokens(self._query_dense, query, 1), heads_first)   # (B, N, T, H)
+        k = tf.transpose(self._dense_on_tokens(self._key_dense, key, 1), heads_first)       # (B, N, S, H)
+        v = tf.transpose(self._dense_on_tokens(self._value_dense, value, 1), heads_first)   # (B, N, S, Hv)
+        q = q * tf.cast(self._inverse_sqrt_key_dim, q.dtype)
+        weights = self._softmax(tf.matmul(q, k, transpose_b=True))                           # (B, N, T, S)
+        if self._dropout > 0.0:
+            weights = self._dropout_layer(weights, training=training)
+        heads = tf.transpose(tf.matmul(weights, v), heads_first)                             # (B, T, N, Hv)
+        return self._dense_on_tokens(self._output_dense, heads, 2)                           # (B, T, D)
+
+    def get_config(self):
+        config = super().get_config()
+        config["attention_axes"] = None   # the only supported value (build() stores it as (1,))
+        return config
+
+
 def _torch_attention_init(mha, dim):
     """Re-draw MHA kernels as PyTorch's Transformer does (xavier_uniform on the stacked weights).
 
@@ -88,8 +158,8 @@ class DecoderLayer(layers.Layer):
         key_dim = self.dim // self.num_heads
         mha = dict(num_heads=self.num_heads, key_dim=key_dim, dropout=self.dropout,
                    kernel_initializer="glorot_uniform", bias_initializer="zeros", dtype=self.dtype_policy)
-        self.self_attn = layers.MultiHeadAttention(name="self_attn", **mha)
-        self.cross_attn = layers.MultiHeadAttention(name="cross_attn", **mha)
+        self.self_attn = TokenAttention(name="self_attn", **mha)
+        self.cross_attn = TokenAttention(name="cross_attn", **mha)
         self.linear1 = layers.Dense(self.ffn_dim, kernel_initializer="glorot_uniform",
                                     bias_initializer=torch_linear_bias(self.dim), dtype=self.dtype_policy,
                                     name="linear1")
