@@ -105,3 +105,38 @@ def tiny_export_models(tiny_export):
 
     return (keras.saving.load_model(tiny_export["model"], compile=False),
             keras.saving.load_model(tiny_export["head"], compile=False))
+
+
+# Shared pre-training runs of the CLI (tests/test_pretrain_cli.py, tests/test_newcomer_pretrain.py) ---
+@pytest.fixture(scope="session")
+def piped_cli_run(tmp_path_factory):
+    """`python -m fra_keras.pretrain` as a user starts it, stdout to a pipe: the tiny model for 3 epochs
+    of 3 steps, --log-every 2, every other flag at its default (monitor every 25 steps, TensorBoard,
+    --keep-checkpoints 1), output `runs/r1` below `cwd`. Built once per session: {cwd, run, stdout,
+    stderr}; tests must not modify the run folder (copy it)."""
+    import subprocess
+    import sys
+
+    from harness import PRETRAIN_SMALL, subprocess_env
+
+    cwd = tmp_path_factory.mktemp("piped")
+    proc = subprocess.run([sys.executable, "-m", "fra_keras.pretrain", *PRETRAIN_SMALL, "--epochs", "3",
+                           "--steps-per-epoch", "3", "--log-every", "2", "--output-dir", "runs/r1"],
+                          cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return {"cwd": cwd, "run": cwd / "runs" / "r1", "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+@pytest.fixture(scope="session")
+def resumed_cli_run(piped_cli_run, tmp_path_factory):
+    """A copy of `piped_cli_run` (3 epochs done) resumed in-process to 5 epochs with --keep-checkpoints 2
+    (monitor off). {run, code}: the folder and `pretrain.main`'s exit code."""
+    import shutil
+
+    from fra_keras import pretrain
+
+    run = tmp_path_factory.mktemp("resumed") / "copy"
+    shutil.copytree(piped_cli_run["run"], run)
+    code = pretrain.main(["--resume", str(run), "--epochs", "5", "--keep-checkpoints", "2", "--monitor-every", "0",
+                          "--verbose", "0", "--heatmap-every", "0"])
+    return {"run": run, "code": code}

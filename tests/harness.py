@@ -7,6 +7,8 @@ Session-scoped fixtures built from these helpers (the tiny export) live in tests
   4, one epoch of 2 steps; a test overrides only what it is about (`steps_per_epoch=5`, `precision=...`).
 * `tiny_model(seed, **overrides)`: `FRA(tiny_config(**overrides))` from a fixed seed;
   `save_run(model, folder)` writes it as a pre-training run folder.
+* `PRETRAIN_SMALL`: the tiny model as `python -m fra_keras.pretrain` flags (8 synthetic faces, 2 steps
+  per epoch, 1 warm-up epoch, no heatmap pictures), for the CLI tests and their shared runs.
 * `perturb_batchnorm(model, seed, ...)`: non-trivial BatchNorm statistics, so that an export or a copy
   that drops them is caught.
 * `randomize_weights(layer, rng)`: every weight random, so that no term of a layer is silently zero.
@@ -33,6 +35,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = types.MappingProxyType(dict(
     image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
     decoder_heads=2, batch_size=4, steps_per_epoch=2, epochs=1, warmup_epochs=0))
+
+
+#: The tiny model as `python -m fra_keras.pretrain` flags (read-only; `list(PRETRAIN_SMALL) + [...]`).
+PRETRAIN_SMALL = (
+    "--image-size", "64", "--backbone-width", "8", "--hidden-dim", "32", "--proj-dim", "16",
+    "--decoder-dim", "16", "--decoder-ffn-dim", "16", "--decoder-heads", "2", "--batch-size", "4",
+    "--synthetic-samples", "8", "--synthetic-size", "64", "--steps-per-epoch", "2",
+    "--warmup-epochs", "1", "--heatmap-every", "0")
+
+
+def subprocess_env(**extra) -> dict:
+    """os.environ with this checkout first on PYTHONPATH (and `extra`), for `python -m fra_keras...`."""
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra)
 
 
 def tiny_overrides(**overrides) -> dict:

@@ -88,10 +88,17 @@ def test_batched_ops_accept_a_scalar_factor_like_per_image_ops():
 
 
 # Same parameters, same views -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def batch48(config):
+    """One device-path batch of 48 crops (both views, their parameters), shared by the two views' tests."""
+    return _device_batch(config, _smooth_images(1, 40, 36, seed=3)[0], 48)
+
+
 @pytest.mark.parametrize("view", [1, 2])
-def test_batched_views_equal_per_image_views_for_the_same_params(config, view):
+def test_batched_views_equal_per_image_views_for_the_same_params(config, batch48, view):
     n = 48
-    batch = _device_batch(config, _smooth_images(1, 40, 36, seed=3)[0], n)
+    batch = batch48
+    assert batch["view1"].shape[0] == n
     images, params = batch[f"view{view}"], batch[f"view{view}_params"]
     p = _numpy(params)
     for op in ("flip", "jitter", "grayscale", "blur"):       # every op occurs in these 48 draws
@@ -156,20 +163,28 @@ def test_device_path_draws_equal_cpu_path_draws(config, device_draws):
             np.testing.assert_array_equal(value[:n], ref[key], err_msg=f"view {view}: {key}")
 
 
-@pytest.mark.parametrize("view", [1, 2])
-def test_device_views_show_each_op_as_decided(config, view):
-    """Marker images (as in test_augment.test_full_views_apply_ops_as_decided), through the device path:
-    a grey ramp shows the flip, a saturated colour image shows grayscale, a flat 0.9 grey shows solarize."""
-    n = 300
+MARKER_N = 300
+
+
+@pytest.fixture(scope="module")
+def marker_batches(config):
+    """Device-path batches (both views) of 300 crops of three marker images: a grey ramp shows the
+    flip, a saturated colour image shows grayscale, a flat 0.9 grey shows solarize. {op: batch}."""
     s = 40
     ramp = np.repeat(np.repeat(np.linspace(0.05, 0.25, s)[None, :, None], 3, axis=2), s, axis=0)
     rs = np.random.RandomState(3)
     colour = ((rs.randint(0, 3, (s, s))[..., None] == np.arange(3)) * 200 + 30).astype(np.uint8)
     flat = np.full((s, s, 3), round(0.9 * 255), np.uint8)
+    return {name: _device_batch(config, image, MARKER_N) for name, image in
+            (("flip", (ramp * 255).round().astype(np.uint8)), ("grayscale", colour), ("solarize", flat))}
+
+
+@pytest.mark.parametrize("view", [1, 2])
+def test_device_views_show_each_op_as_decided(config, marker_batches, view):
+    """Marker images (as in test_augment.test_full_views_apply_ops_as_decided), through the device path:
+    each op is visible in the output exactly when its parameter says it was applied."""
     observed = {}
-    for name, image in (("flip", (ramp * 255).round().astype(np.uint8)), ("grayscale", colour),
-                        ("solarize", flat)):
-        batch = _device_batch(config, image, n)
+    for name, batch in marker_batches.items():
         params = batch[f"view{view}_params"]
         out = D.apply_batch_params(batch[f"view{view}"], params, config, normalise=False).numpy()
         if name == "flip":
@@ -181,7 +196,7 @@ def test_device_views_show_each_op_as_decided(config, view):
         np.testing.assert_array_equal(seen, params[name].numpy(), err_msg=name)
         observed[name] = int(seen.sum())
     for name, count in observed.items():
-        assert _binomial_ok(count, n, VIEW_PROBABILITIES[view][name]), (view, name, count)
+        assert _binomial_ok(count, MARKER_N, VIEW_PROBABILITIES[view][name]), (view, name, count)
 
 
 def _ks_statistic(a, b):

@@ -5,16 +5,12 @@ import glob
 import os
 import subprocess
 import sys
-import time
 
 import pytest
+from harness import PRETRAIN_SMALL, subprocess_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A model small enough for a few CPU steps (the tiny preset, narrowed).
-SMALL = ["--image-size", "64", "--backbone-width", "8", "--hidden-dim", "32", "--proj-dim", "16",
-         "--decoder-dim", "16", "--decoder-ffn-dim", "16", "--decoder-heads", "2", "--batch-size", "4",
-         "--synthetic-samples", "8", "--synthetic-size", "64", "--steps-per-epoch", "2",
-         "--warmup-epochs", "1", "--heatmap-every", "0"]
+SMALL = list(PRETRAIN_SMALL)
 
 # Calls main(argv) in a fresh interpreter; prints whether TensorFlow was imported when it exited.
 PROBE = """
@@ -30,7 +26,7 @@ print(f"exit={code} tensorflow={'tensorflow' in sys.modules} seconds={time.time(
 
 
 def _env():
-    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess_env()
 
 
 def probe(module, argv, cwd):
@@ -115,16 +111,10 @@ def _scalars(folder):
 
 
 @pytest.fixture(scope="module")
-def piped_run(tmp_path_factory):
-    """A 3-epoch run with stdout to a pipe, --log-every 2 and the default --keep-checkpoints."""
-    cwd = tmp_path_factory.mktemp("piped")
-    start = time.time()
-    proc = subprocess.run([sys.executable, "-m", "fra_keras.pretrain", *SMALL, "--epochs", "3",
-                           "--steps-per-epoch", "3", "--log-every", "2", "--output-dir", "runs/r1"],
-                          cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return {"cwd": cwd, "run": cwd / "runs" / "r1", "stdout": proc.stdout, "stderr": proc.stderr,
-            "seconds": time.time() - start}
+def piped_run(piped_cli_run):
+    """A 3-epoch run with stdout to a pipe, --log-every 2 and the default --keep-checkpoints (the
+    session's `piped_cli_run`, tests/conftest.py)."""
+    return piped_cli_run
 
 
 def test_piped_output_has_one_line_per_epoch_and_what_next(piped_run):
@@ -154,15 +144,13 @@ def test_tensorboard_has_step_scalars_and_one_learning_rate_tag(piped_run):
     assert lr_tags == ["batch_lr", "epoch_lr"]
 
 
-def test_keep_checkpoints_keeps_the_newest_n(tmp_path):
-    from fra_keras import pretrain
-
-    out = str(tmp_path / "run")
-    code = pretrain.main(SMALL + ["--epochs", "3", "--steps-per-epoch", "1", "--keep-checkpoints", "2",
-                                  "--no-tensorboard", "--verbose", "0", "--output-dir", out])
-    assert code == 0
-    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["epoch-0002", "epoch-0003", "latest"]
-    assert open(os.path.join(out, "checkpoints", "latest")).read().strip() == "epoch-0003"
+def test_keep_checkpoints_keeps_the_newest_n(resumed_cli_run):
+    """--keep-checkpoints 2 on a run resumed from epoch 3 to 5 (`resumed_cli_run`, tests/conftest.py):
+    epoch 3's checkpoint, written by the earlier process, is deleted once epoch 5's is complete."""
+    out = str(resumed_cli_run["run"])
+    assert resumed_cli_run["code"] == 0
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["epoch-0004", "epoch-0005", "latest"]
+    assert open(os.path.join(out, "checkpoints", "latest")).read().strip() == "epoch-0005"
 
 
 def test_stale_temporary_checkpoint_of_a_killed_process_is_removed(tmp_path):
@@ -185,7 +173,8 @@ def test_training_that_runs_out_of_input_fails(tmp_path, monkeypatch, capsys):
     real = fra_data.pretraining_dataset
     monkeypatch.setattr(fra_data, "pretraining_dataset", lambda config, **kw: real(config, **kw).take(3))
     out = str(tmp_path / "run")
-    code = pretrain.main(SMALL + ["--epochs", "2", "--no-tensorboard", "--verbose", "0", "--output-dir", out])
+    code = pretrain.main(SMALL + ["--epochs", "2", "--no-tensorboard", "--monitor-every", "0", "--verbose", "0",
+                                  "--output-dir", out])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: training ran out of input after 3 of 4 optimiser steps"), err

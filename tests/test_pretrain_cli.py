@@ -1,4 +1,8 @@
-"""End-to-end tests of `python -m fra_keras.pretrain`: artefacts, resume, errors, NaN guard."""
+"""End-to-end tests of `python -m fra_keras.pretrain`: artefacts, resume, errors, NaN guard.
+
+The finished run and its resumed copy are the session's shared CLI runs (`piped_cli_run`,
+`resumed_cli_run` in tests/conftest.py), also read by tests/test_newcomer_pretrain.py.
+"""
 
 import csv
 import json
@@ -8,15 +12,13 @@ import sys
 
 import numpy as np
 import pytest
+from harness import PRETRAIN_SMALL
 
 from fra_keras import pretrain
 from fra_keras.config import FRAConfig
 
 # A model small enough for a few CPU steps: the CLI flags below override the tiny preset.
-SMALL = ["--image-size", "64", "--backbone-width", "8", "--hidden-dim", "32", "--proj-dim", "16",
-         "--decoder-dim", "16", "--decoder-ffn-dim", "16", "--decoder-heads", "2", "--batch-size", "4",
-         "--synthetic-samples", "8", "--synthetic-size", "64", "--steps-per-epoch", "2",
-         "--warmup-epochs", "1", "--verbose", "0", "--heatmap-every", "0"]
+SMALL = list(PRETRAIN_SMALL) + ["--verbose", "0"]
 
 
 def _history(run_dir):
@@ -25,24 +27,22 @@ def _history(run_dir):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("run") / "r")
-    code = pretrain.main(SMALL + ["--epochs", "2", "--output-dir", out])
-    assert code == 0
-    return out
+def finished_run(piped_cli_run):
+    """A finished 3-epoch run of 3 steps (monitor, TensorBoard and checkpoints at their defaults)."""
+    return str(piped_cli_run["run"])
 
 
 def test_run_writes_every_artefact(finished_run):
     for name in ("config.json", "history.csv", "model.keras", "backbone.weights.h5", "summary.json",
-                 "checkpoints/latest"):
+                 "checkpoints/latest", "monitor.csv"):
         assert os.path.isfile(os.path.join(finished_run, name)), name
     assert os.path.isdir(os.path.join(finished_run, "tensorboard"))
     config = FRAConfig.from_json(os.path.join(finished_run, "config.json"))
-    assert config.image_size == 64 and config.batch_size == 4 and config.epochs == 2
+    assert config.image_size == 64 and config.batch_size == 4 and config.epochs == 3
     rows = _history(finished_run)
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     for key in ("loss", "loss_global", "loss_region", "loss_cluster", "z_std", "region_entropy",
-                "ema_momentum", "lr"):
+                "ema_momentum", "lr", "monitor_knn_accuracy"):
         assert np.isfinite(float(rows[-1][key])), key
     assert not any(k.startswith("val_") for k in rows[0])
 
@@ -55,20 +55,16 @@ def test_saved_backbone_loads_alone(finished_run):
     assert out.shape == (1, 4, 4, 64)   # width 8 * 8 channels, stride 16 at 64 px
 
 
-def test_resume_continues_from_checkpoint(finished_run, tmp_path):
-    import shutil
-
-    run = str(tmp_path / "copy")
-    shutil.copytree(finished_run, run)
-    state = json.load(open(os.path.join(run, "checkpoints", "epoch-0002", "state.json")))
-    assert state["epoch"] == 2 and state["step"] == 4
-    code = pretrain.main(["--resume", run, "--epochs", "3", "--verbose", "0", "--heatmap-every", "0"])
-    assert code == 0
+def test_resume_continues_from_checkpoint(finished_run, resumed_cli_run):
+    state = json.load(open(os.path.join(finished_run, "checkpoints", "epoch-0003", "state.json")))
+    assert state["epoch"] == 3 and state["step"] == 9                # what the resumed copy started from
+    run = str(resumed_cli_run["run"])
+    assert resumed_cli_run["code"] == 0
     rows = _history(run)
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]      # one new epoch, none repeated
-    state = json.load(open(os.path.join(run, "checkpoints", "epoch-0003", "state.json")))
-    assert state["step"] == 6                                 # optimiser state continued (4 + 2)
-    assert FRAConfig.from_json(os.path.join(run, "config.json")).epochs == 3
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]       # two new epochs, none repeated
+    state = json.load(open(os.path.join(run, "checkpoints", "epoch-0005", "state.json")))
+    assert state["step"] == 15                                        # optimiser state continued (9 + 2 x 3)
+    assert FRAConfig.from_json(os.path.join(run, "config.json")).epochs == 5
 
 
 def test_existing_run_is_not_overwritten(finished_run, capsys):
@@ -106,7 +102,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
     out = str(tmp_path / "nan")
     # An absurd learning rate with plain SGD diverges within a few steps of the second epoch.
     code = pretrain.main(SMALL + ["--epochs", "3", "--output-dir", out, "--optimizer", "sgd",
-                                  "--learning-rate", "1e30", "--warmup-epochs", "0"])
+                                  "--learning-rate", "1e30", "--warmup-epochs", "0", "--monitor-every", "0"])
     assert code == 1
     assert "non-finite loss" in capsys.readouterr().err
     assert not os.path.exists(os.path.join(out, "model.keras"))

@@ -54,9 +54,16 @@ def write_data(root):
 
 
 @pytest.fixture(scope="module")
-def run(trainer, tmp_path_factory):
+def data(tmp_path_factory):
+    """`write_data` once for the module: {root, train, eval_dir, records}; tests must not modify the files."""
     root = tmp_path_factory.mktemp("tfx_trainer")
     train, eval_dir, records = write_data(root)
+    return {"root": root, "train": train, "eval_dir": eval_dir, "records": records}
+
+
+@pytest.fixture(scope="module")
+def run(trainer, data):
+    root, train, eval_dir, records = data["root"], data["train"], data["eval_dir"], data["records"]
     fn_args = types.SimpleNamespace(
         train_files=[str(train)],                      # a folder: the features.json beside the shards is skipped
         eval_files=[str(eval_dir / "*")],
@@ -112,14 +119,14 @@ def test_missing_inputs_fail_before_training(trainer, tmp_path):
     assert not os.path.exists(tmp_path / "serving") and not os.path.exists(tmp_path / "run")
 
 
-def test_eval_batches_are_reproducible_and_gzip_is_read(tmp_path):
+def test_eval_batches_are_reproducible_and_gzip_is_read(data, tmp_path):
     """run_fn's evaluation input: the project pipeline in a fixed order, GZIP files, another image key."""
     import tensorflow as tf
 
     from fra_keras.config import FRAConfig
     from fra_keras.data import pretraining_dataset
 
-    _, eval_dir, records = write_data(tmp_path)
+    eval_dir, records = data["eval_dir"], data["records"]
     config = FRAConfig.from_preset("tiny", **TINY)
     read = lambda patterns, key="image": next(iter(pretraining_dataset(    # noqa: E731
         config, data_dir=patterns, image_key=key, shuffle=False, repeat=False)))
