@@ -45,6 +45,17 @@ PRETRAIN_SMALL = (
     "--warmup-epochs", "1", "--heatmap-every", "0")
 
 
+def load_benchmark(name: str):
+    """Import `benchmarks/<name>.py` (not a package) as a module."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def subprocess_env(**extra) -> dict:
     """os.environ with this checkout first on PYTHONPATH (and `extra`), for `python -m fra_keras...`."""
     return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra)

@@ -120,3 +120,16 @@ def test_position_and_part_predictability_tell_a_frame_partition_from_a_part_seg
     assert r.position_predictability(parts) == pytest.approx(counts.max(0).sum() / parts.size)
     with pytest.raises(ValueError, match="same shape"):
         r.part_predictability(frame[:2], masks, 2)
+
+
+def test_region_partitions_benchmark_majority_map_and_bad_input():
+    from harness import load_benchmark
+
+    bench = load_benchmark("region_partitions")
+    labels = np.array([[[0, 1], [2, 2]], [[0, 2], [2, 1]], [[1, 2], [2, 1]]])
+    # by hand: position (0,0) -> 0 (twice), (0,1) -> 2 (twice), (1,0) -> 2, (1,1) -> 1 (twice)
+    np.testing.assert_array_equal(bench.majority_map(labels, 3), [[0, 2], [2, 1]])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--model", "no/such/model.keras"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--model", "random", "--num-faces", "4", "--show", "5"])

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 
 import numpy as np
 import pytest
+from harness import load_benchmark
 
 SMALL = ["--preset", "tiny", "--image-size", "32", "--batch-size", "4", "--backbone-width", "8",
          "--hidden-dim", "16", "--proj-dim", "8", "--decoder-dim", "8", "--decoder-ffn-dim", "8",
@@ -14,11 +13,7 @@ SMALL = ["--preset", "tiny", "--image-size", "32", "--batch-size", "4", "--backb
 
 
 def _bench():
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "train_step.py")
-    spec = importlib.util.spec_from_file_location("train_step_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("train_step")
 
 
 def test_spread_matches_numpy():
