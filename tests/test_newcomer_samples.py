@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_newcomer_pretrain import ROOT, assert_one_line  # noqa: E402  (tests/ is on sys.path)
+from harness import ROOT
+from test_newcomer_pretrain import assert_one_line  # noqa: E402  (tests/ is on sys.path)
 
 
 def _env():

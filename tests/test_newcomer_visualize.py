@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from test_newcomer_pretrain import ROOT, assert_one_line, probe  # noqa: E402  (tests/ is on sys.path)
+from harness import ROOT
+from test_newcomer_pretrain import assert_one_line, probe  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.mark.parametrize("argv, needle", [
