@@ -174,7 +174,7 @@ def variable_groups(kind, model_or_step):
             f"{type(m.optimizer).__name__} slots + counters": nbytes(m.optimizer.variables)}
 
 
-def run_child(kind, rest, steps):
+def run_child(kind, rest, steps, trace_only=False):
     """One stage-by-stage measurement in this (fresh) process; returns the JSON-able record."""
     record = {"kind": kind, "stages": {}}
 
@@ -209,14 +209,16 @@ def run_child(kind, rest, steps):
     else:
         step = stage("build", lambda: train_step.floor_step_fn(config, jit))
     concrete = stage("trace", lambda: step.get_concrete_function(views))
-    stage("step 1", lambda: tf.nest.flatten(step(views))[0].numpy())
+    if not trace_only:
+        stage("step 1", lambda: tf.nest.flatten(step(views))[0].numpy())
 
-    def more():
-        for _ in range(steps):
-            out = step(views)
-        return tf.nest.flatten(out)[0].numpy()
-    stage("steps", more)
-    record["step_s"] = record["stages"]["steps"]["seconds"] / steps
+        def more():
+            for _ in range(steps):
+                out = step(views)
+            return tf.nest.flatten(out)[0].numpy()
+        stage("steps", more)
+        record["step_s"] = record["stages"]["steps"]["seconds"] / steps
+        record["traces"] = step.experimental_get_tracing_count()   # 1: no retracing
     record["peak"] = process_memory()["ru_maxrss"]
 
     # The estimate, after the measurements so that its own work is not counted above.
@@ -258,19 +260,22 @@ def report(record, setting):
         saved["others (losses, small ops)"] = sum(saved.pop(k) for k in small)
     var = sum(record["variables"].values())
     first = record["stages"].get("import", {})
-    print(f"\n== {record['kind']} step, setting: {setting or 'inherited environment'}; "
-          f"{record['step_s']:.2f} s/step (steady), process peak {record['peak'] / MB:.0f} MB")
+    steady = f"{record['step_s']:.2f} s/step (steady), " if "step_s" in record else "traced only, "
+    print(f"\n== {record['kind']} step, setting: {setting or 'inherited environment'}; {steady}"
+          f"process peak {record['peak'] / MB:.0f} MB" + (f", traced {record['traces']}x" if "traces" in record else ""))
     print(f"{'stage':8s} {'RSS after':>9s} {'peak in':>8s} {'peak - RSS before':>18s}   estimate (MB)")
     notes = {
         "import": f"shared libraries {first.get('RssFile', 0) / MB:.0f} + anonymous {first.get('RssAnon', 0) / MB:.0f}",
         "build": f"variables {var / MB:.0f} = " + " + ".join(f"{k} {v / MB:.0f}" for k, v in record["variables"].items()),
         "trace": "graph objects in Python",
         "step 1": "as 'steps' + graph optimisation; freed memory stays with the allocator",
-        "steps": f"gradients {record['gradients'] / MB:.0f} + saved activations {act / MB:.0f} "
+        "estimate": f"gradients {record['gradients'] / MB:.0f} + saved activations {act / MB:.0f} "
                  f"= {(record['gradients'] + act) / MB:.0f} (+ temporaries)",
     }
     for name, rss, peak, inc in increments(record["stages"]):
-        print(f"{name:8s} {_mb(rss)} {_mb(peak)} {_mb(inc):>18s}   {notes[name]}")
+        print(f"{name:8s} {_mb(rss)} {_mb(peak)} {_mb(inc):>18s}   {notes.get(name, notes['estimate'])}")
+    if "steps" not in record["stages"]:
+        print(f"{'step':8s} {'':8s} {'':8s} {'':>18s}   {notes['estimate']}")
     print("saved activations by network call (MB): " + ", ".join(
         f"{k} {v / MB:.0f}" for k, v in sorted(saved.items(), key=lambda kv: -kv[1])))
     if "unknown shape (count)" in record["saved"]:
@@ -284,6 +289,8 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=3, help="steps after the first (default 3)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]",
                         help="an extra setting to measure (repeatable); 'default' = inherited environment")
+    parser.add_argument("--trace-only", action="store_true",
+                        help="only build and trace (no step runs): the estimate at sizes too large to run here")
     parser.add_argument("--json", default=None, help="also write all records to this JSON file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
@@ -299,7 +306,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args, rest, settings = parse_args(argv)
     if args.child:
-        record = run_child(args.child, rest, args.steps)
+        record = run_child(args.child, rest, args.steps, args.trace_only)
         print("MEMORY_JSON " + json.dumps(record), flush=True)
         return 0
     import train_step
@@ -310,7 +317,8 @@ def main(argv=None):
         for kind in args.kinds:
             env = dict(os.environ, **setting)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(HERE), env.get("PYTHONPATH")) if p)
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "--steps", str(args.steps), *rest]
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "--steps", str(args.steps),
+                   *(["--trace-only"] if args.trace_only else []), *rest]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEMORY_JSON ")]
             if proc.returncode or not lines:
@@ -321,10 +329,11 @@ def main(argv=None):
             record = json.loads(lines[-1][len("MEMORY_JSON "):])
             record["setting"] = ",".join(f"{k}={v}" for k, v in setting.items())
             report(record, record["setting"])
+            sys.stdout.flush()
             records.append(record)
     if len(records) > len(args.kinds):
         print("\nsummary (MB): setting, kind, process peak, steady-step peak, s/step")
-        for r in records:
+        for r in (r for r in records if "step_s" in r):
             print(f"  {r['setting'] or 'inherited':40s} {r['kind']:6s} {_mb(r['peak'])} "
                   f"{_mb(r['stages']['steps']['VmHWM'])} {r['step_s']:8.2f}")
     if args.json:
