@@ -378,6 +378,19 @@ def _batch_matmul_flops(op):
     return 2 * int(out.num_elements()) * int(k)
 
 
+def peak_memory():
+    """The process' peak memory so far, as text: host peak RSS (getrusage) and, with a GPU, TensorFlow's
+    peak on GPU:0. Both steps' models are resident here; benchmarks/memory.py measures each step alone."""
+    import resource
+
+    import tensorflow as tf
+
+    text = f"peak host RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    if tf.config.list_physical_devices("GPU"):
+        text += f", peak GPU:0 {tf.config.experimental.get_memory_info('GPU:0')['peak'] / 2**30:.2f} GiB"
+    return text + " (this process: FRA and floor together)"
+
+
 def np_size(variable):
     size = 1
     for s in variable.shape:
@@ -428,6 +441,7 @@ def main(argv=None):
                   f"{statistics.median(times[name]) / statistics.median(times[base]):.2f} "
                   f"(per-round ratios {ratios[0]:.2f}-{ratios[-1]:.2f}); CPU-time ratio "
                   f"{statistics.median(cpu[name]) / statistics.median(cpu[base]):.2f}")
+    print(f"memory: {peak_memory()}")
     if args.step_times:
         for name, records in time_single_steps(steps, views, args.step_times).items():
             print_step_times(labels[name], records)

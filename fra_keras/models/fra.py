@@ -333,8 +333,14 @@ class FRA(keras.Model):
         self.optimizer.apply_gradients(zip(grads, variables))
 
         momentum = ema_momentum(step, self.total_steps, self.config.ema_momentum)
+        # One variable at a time (each update waits for the previous one): without the chain the graph
+        # executor may compute the products for all variables before any assign, holding 1-2 extra
+        # copies of the target weights (about 90 MB at ResNet-18 with the paper heads; docs/scaling.md,
+        # "Memory"). Same ops, same values.
+        previous = []
         for t_var, o_var in zip(self.target_variables, self.online_variables):
-            t_var.assign(momentum * t_var + (1.0 - momentum) * tf.cast(o_var, t_var.dtype))
+            with tf.control_dependencies(previous):
+                previous = [t_var.assign(momentum * t_var + (1.0 - momentum) * tf.cast(o_var, t_var.dtype))]
         if self.config.region_losses:
             p = self.config.proto_momentum  # one update per view (docs/method.md, "Neck and heatmaps")
             for proto, outs in ((self.prototypes, online), (self.target_prototypes, target)):
