@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 import tensorflow as tf
+from harness import load_benchmark
 
-
-def _memory():
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "memory.py")
-    spec = importlib.util.spec_from_file_location("memory_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mem = _memory()
+mem = load_benchmark("memory")
 
 
 def test_parse_status_reads_kb_fields_as_bytes():

@@ -141,14 +141,9 @@ def test_jit_compile_auto_rules(monkeypatch, two_logical_cpus):
 
 # benchmarks/gpu_benchmark.py ----------------------------------------------------------------------
 def _gpu_benchmark():
-    import importlib.util
-    import os
+    from harness import load_benchmark
 
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "gpu_benchmark.py")
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_benchmark")
 
 
 def test_gpu_benchmark_batch_search_finds_the_largest_fit():
