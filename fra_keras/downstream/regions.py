@@ -260,6 +260,7 @@ def region_report(heatmaps_a, masks_a, heatmaps_b, masks_b, part_names, min_pixe
     area = part_area(masks_a, p)
     raw, dens = mass_share(mass), density_share(mass, area)
     hard_a, hard_b = hard_heatmaps(heatmaps_a), hard_heatmaps(heatmaps_b)
+    labels_a = np.argmax(hard_a, axis=-1)          # the arg-max map, computed once for the two below
     hard = density_share(part_mass(hard_a, masks_a, p), area)
     return {
         "parts": list(part_names),
@@ -277,8 +278,8 @@ def region_report(heatmaps_a, masks_a, heatmaps_b, masks_b, part_names, min_pixe
         "purity_hard": weighted_purity(hard, usage(heatmaps_a)),
         "consistency_hard": consistency(hard_a, masks_a, hard_b, masks_b, p, min_pixels),
         "usage": usage(heatmaps_a).round(4).tolist(),
-        "position_predictability": position_predictability(np.argmax(heatmaps_a, axis=-1)),
-        "part_predictability": part_predictability(np.argmax(heatmaps_a, axis=-1), masks_a, p),
+        "position_predictability": position_predictability(labels_a),
+        "part_predictability": part_predictability(labels_a, masks_a, p),
         "part_area_share": (area / max(area.sum(), 1.0)).round(4).tolist(),
     }
 
