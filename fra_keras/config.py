@@ -35,8 +35,10 @@ OPTIMIZERS = ("lars", "sgd", "adamw", "lion", "lamb")
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker", "tpu")
 JIT_MODES = ("auto", "true", "false")
 AUGMENT_MODES = ("auto", "true", "false")   # fra_keras.data.device_augment
-# Framings of synthetic faces (fra_keras.data.synthetic.PROFILES, docs/datasets.md).
 BACKBONE_PADDINGS = ("zeros", "circular")   # fra_keras.models.backbone.PADDINGS
+# Where the clustering loss takes a pixel's targets from (fra_keras.losses; docs/method.md "Region recipes").
+CLUSTER_TARGETS = ("same_view", "cross_view")
+# Framings of synthetic faces (fra_keras.data.synthetic.PROFILES, docs/datasets.md).
 SYNTHETIC_PROFILES = ("wide", "crop", "aligned", "box")
 
 
@@ -95,6 +97,9 @@ class FRAConfig:
                                         # on exp(P / eps), the official code's commented-out line (0.05)
     cluster_warmup_epochs: int = 0      # opt-in: ramp the clustering weight linearly from 0 over these
                                         # epochs (0 = the reference: constant weight)
+    cluster_targets: str = "same_view"  # "same_view" (the reference: teacher and student see one view);
+                                        # opt-in "cross_view": targets from the other view, carried over
+                                        # the crops' overlap (batches then carry each view's crop geometry)
 
     # --- EMA target (docs/method.md, "EMA target") ------------------------------------------------
     ema_momentum: float = 0.996         # `--enc-m`, cosine schedule to 1.0
@@ -162,6 +167,7 @@ class FRAConfig:
         _choice("jit_compile", str(self.jit_compile).lower(), JIT_MODES)
         _choice("output_stride", self.output_stride, (8, 16, 32))
         _choice("backbone_padding", self.backbone_padding, BACKBONE_PADDINGS)
+        _choice("cluster_targets", self.cluster_targets, CLUSTER_TARGETS)
         _choice("synthetic_profile", self.synthetic_profile, SYNTHETIC_PROFILES)
         _choice("augment_on_device", str(self.augment_on_device).lower(), AUGMENT_MODES)
         for name in ("region_losses", "sync_batchnorm", "decoder_query_content"):

@@ -108,6 +108,51 @@ def sinkhorn_input(teacher_logits, teacher_temperature=0.04, sinkhorn_epsilon=0.
     return tf.exp((p - 1.0) / float(sinkhorn_epsilon))
 
 
+def sinkhorn_targets(teacher_logits, teacher_temperature=0.04, sinkhorn_iterations=3, sinkhorn_epsilon=0.0):
+    """The clustering loss's soft targets: `sinkhorn(sinkhorn_input(teacher_logits, ...))`.
+
+    Args: teacher_logits (N, K) target cosines. Returns: (N, K) float32, rows sum to 1, no gradient.
+    """
+    return sinkhorn(sinkhorn_input(teacher_logits, teacher_temperature, sinkhorn_epsilon), sinkhorn_iterations)
+
+
+def clustering_loss_to_targets(student_logits, targets, student_temperature=0.1, me_max_weight=1.0,
+                               weights=None):
+    """Cross-entropy of the student's assignments to given soft targets, plus the mean-entropy term.
+
+    L = sum_n w_n sum_k -Q_nk log softmax(s_n / T_s)_k / sum_n w_n
+        + me_max_weight * (sum_k pbar_k log pbar_k + log K),
+    pbar = mean_n softmax(s_n / T_s) over ALL N pixels of the global batch (weights do not enter it).
+    Sums over n run over the global batch (`fra_keras.distributed`), so a replica's share of the
+    gradient is that of the global loss.
+
+    Args:
+      student_logits: (N, K) online per-pixel cosines to the K mask embeddings.
+      targets: (N, K) soft targets (rows sum to 1), treated as constants.
+      weights: None (every pixel counts 1: the plain mean) or (N,) non-negative pixel weights, e.g.
+        1 where the pixel has a target from the other view and 0 elsewhere (`cross_view_clustering_loss`);
+        an all-zero weight vector gives a cross-entropy of 0.
+    Returns: scalar float32; the entropy term is in [0, log K].
+    """
+    s = _f32(student_logits)
+    targets = tf.stop_gradient(_f32(targets))
+    log_p = tf.nn.log_softmax(s / student_temperature, axis=-1)
+    per_pixel = tf.reduce_sum(-targets * log_p, axis=-1)
+    if weights is None:
+        cross_entropy = tf.reduce_mean(per_pixel)
+    else:
+        w = tf.stop_gradient(_f32(weights))
+        # Global weighted mean: local sum / (global weight sum / replicas); summed over replicas with the
+        # 1/replicas loss scaling of the train step this is sum_all(w CE) / sum_all(w).
+        total = distributed.cross_replica_mean(tf.reduce_sum(w))
+        cross_entropy = tf.reduce_sum(w * per_pixel) / tf.maximum(total, 1e-12)
+    mean_probs = distributed.cross_replica_mean(tf.reduce_mean(tf.exp(log_p), axis=0))
+    k = tf.cast(tf.shape(s)[-1], tf.float32)
+    # log(pbar) from the mean of probabilities; the floor only guards 0 * log 0 (pbar >= 0 exactly).
+    me_max = tf.reduce_sum(mean_probs * tf.math.log(tf.maximum(mean_probs, 1e-30))) + tf.math.log(k)
+    return cross_entropy + float(me_max_weight) * me_max
+
+
 def clustering_loss(student_logits, teacher_logits, student_temperature=0.1, teacher_temperature=0.04,
                     sinkhorn_iterations=3, me_max_weight=1.0, sinkhorn_epsilon=0.0):
     """Semantic-relation loss of one view: cross-entropy to Sinkhorn targets + mean-entropy term.
@@ -122,16 +167,112 @@ def clustering_loss(student_logits, teacher_logits, student_temperature=0.1, tea
       teacher_logits: (N, K) target cosines for the same pixels (same view).
     Returns: scalar float32; the entropy term is in [0, log K].
     """
+    targets = sinkhorn_targets(teacher_logits, teacher_temperature, sinkhorn_iterations, sinkhorn_epsilon)
+    return clustering_loss_to_targets(student_logits, targets, student_temperature, me_max_weight)
+
+
+# Cross-view targets (opt-in `cluster_targets="cross_view"`, docs/method.md "Region recipes") --------
+# A view's geometry is its crop in the source image and its flip, (B, 5) float32
+# [y0, x0, y1, x1, flipped] with the box in fractions of the source height / width
+# (`fra_keras.data.augment.crop_geometry`). Grid coordinates are continuous (row, col) positions on an
+# (h, w) feature grid, with cell centres at integers 0 .. h-1 / 0 .. w-1.
+def grid_correspondence(geometry_from, geometry_to, height: int, width: int):
+    """Where each cell centre of view A's (height, width) grid lies on view B's grid.
+
+    Both views are crops of the same source image, resized to the same square and possibly flipped
+    horizontally (the flip is applied after the crop). A cell centre at fractions (v, u) of view A maps
+    to the source point (y0 + v (y1 - y0), x0 + u' (x1 - x0)) with u' = 1 - u if A is flipped, and
+    from there into B's frame the same way backwards.
+
+    Args:
+      geometry_from: (B, 5) geometry of view A (the grid whose cells are mapped).
+      geometry_to: (B, 5) geometry of view B.
+      height, width: the feature grid (both views share it).
+    Returns: (coords, valid): coords (B, height, width, 2) float32 (row, col) on B's grid, valid
+      (B, height, width) float32, 1 where the point lies inside view B's crop, else 0.
+    """
+    ga = _f32(geometry_from)[:, tf.newaxis, tf.newaxis, :]
+    gb = _f32(geometry_to)[:, tf.newaxis, tf.newaxis, :]
+    v = (tf.range(height, dtype=tf.float32) + 0.5) / float(height)
+    u = (tf.range(width, dtype=tf.float32) + 0.5) / float(width)
+    v = tf.broadcast_to(v[tf.newaxis, :, tf.newaxis], [1, height, width])
+    u = tf.broadcast_to(u[tf.newaxis, tf.newaxis, :], [1, height, width])
+
+    def unflip(x, g):  # displayed horizontal fraction <-> fraction within the crop
+        return tf.where(g[..., 4] > 0.5, 1.0 - x, x)
+
+    y = ga[..., 0] + v * (ga[..., 2] - ga[..., 0])
+    x = ga[..., 1] + unflip(u, ga) * (ga[..., 3] - ga[..., 1])
+    vb = (y - gb[..., 0]) / tf.maximum(gb[..., 2] - gb[..., 0], 1e-12)
+    ub = unflip((x - gb[..., 1]) / tf.maximum(gb[..., 3] - gb[..., 1], 1e-12), gb)
+    valid = tf.cast((vb >= 0.0) & (vb <= 1.0) & (ub >= 0.0) & (ub <= 1.0), tf.float32)
+    coords = tf.stack([vb * float(height) - 0.5, ub * float(width) - 0.5], axis=-1)
+    return coords, valid
+
+
+def bilinear_sample(maps, coords):
+    """Bilinear interpolation of per-image maps at continuous grid positions, clamped to the grid.
+
+    Args:
+      maps: (B, h, w, K) values on a grid (cell centres at integer positions).
+      coords: (B, h', w', 2) float32 (row, col) positions; positions outside [0, h-1] x [0, w-1] take
+        the nearest border value.
+    Returns: (B, h', w', K) float32; a convex combination of at most four cells, so rows that sum to
+      1 in `maps` still do.
+    """
+    maps = _f32(maps)
+    shape = tf.shape(maps)
+    h, w = shape[1], shape[2]
+    row = tf.clip_by_value(coords[..., 0], 0.0, tf.cast(h - 1, tf.float32))
+    col = tf.clip_by_value(coords[..., 1], 0.0, tf.cast(w - 1, tf.float32))
+    r0 = tf.floor(row)
+    c0 = tf.floor(col)
+    fr = (row - r0)[..., tf.newaxis]
+    fc = (col - c0)[..., tf.newaxis]
+    r0 = tf.cast(r0, tf.int32)
+    c0 = tf.cast(c0, tf.int32)
+    r1 = tf.minimum(r0 + 1, h - 1)
+    c1 = tf.minimum(c0 + 1, w - 1)
+
+    def at(r, c):
+        return tf.gather_nd(maps, tf.stack([r, c], axis=-1), batch_dims=1)
+
+    top = (1.0 - fc) * at(r0, c0) + fc * at(r0, c1)
+    bottom = (1.0 - fc) * at(r1, c0) + fc * at(r1, c1)
+    return (1.0 - fr) * top + fr * bottom
+
+
+def cross_view_clustering_loss(student_logits, teacher_logits, student_geometry, teacher_geometry,
+                               student_temperature=0.1, teacher_temperature=0.04, sinkhorn_iterations=3,
+                               me_max_weight=1.0, sinkhorn_epsilon=0.0):
+    """Clustering loss whose targets come from the OTHER view, carried over the crops' overlap.
+
+    The teacher's Sinkhorn targets are computed on its own view exactly as in `clustering_loss`
+    (balanced over all of that view's pixels in the global batch); each student pixel then takes the
+    target at the same point of the face in the teacher's view (`grid_correspondence`,
+    `bilinear_sample`). Pixels outside the overlap get no cross-entropy; the mean-entropy term covers all
+    student pixels. A partition of the image frame, which satisfies the same-view loss exactly, is
+    penalised here because one face point sits at different frame positions in two crops
+    (docs/method.md, "Region recipes").
+
+    Args:
+      student_logits: (B, h, w, K) online cosines of view A.
+      teacher_logits: (B, h, w, K) target cosines of view B.
+      student_geometry / teacher_geometry: (B, 5) geometries of views A / B.
+    Returns: scalar float32.
+    """
     s = _f32(student_logits)
     t = _f32(teacher_logits)
-    targets = sinkhorn(sinkhorn_input(t, teacher_temperature, sinkhorn_epsilon), sinkhorn_iterations)
-    log_p = tf.nn.log_softmax(s / student_temperature, axis=-1)
-    cross_entropy = tf.reduce_mean(tf.reduce_sum(-targets * log_p, axis=-1))
-    mean_probs = distributed.cross_replica_mean(tf.reduce_mean(tf.exp(log_p), axis=0))
-    k = tf.cast(tf.shape(s)[-1], tf.float32)
-    # log(pbar) from the mean of probabilities; the floor only guards 0 * log 0 (pbar >= 0 exactly).
-    me_max = tf.reduce_sum(mean_probs * tf.math.log(tf.maximum(mean_probs, 1e-30))) + tf.math.log(k)
-    return cross_entropy + float(me_max_weight) * me_max
+    shape = tf.shape(t)
+    k = shape[-1]
+    targets = sinkhorn_targets(tf.reshape(t, [-1, k]), teacher_temperature, sinkhorn_iterations,
+                               sinkhorn_epsilon)
+    targets = tf.reshape(targets, shape)
+    height, width = s.shape[1], s.shape[2]
+    coords, valid = grid_correspondence(student_geometry, teacher_geometry, height, width)
+    carried = bilinear_sample(targets, coords)
+    return clustering_loss_to_targets(tf.reshape(s, [-1, k]), tf.reshape(carried, [-1, k]),
+                                      student_temperature, me_max_weight, tf.reshape(valid, [-1]))
 
 
 def region_logits(pixel_embeddings, mask_embeddings):

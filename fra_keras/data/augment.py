@@ -420,6 +420,38 @@ def pixel_ops(x, params, config, strategy=PER_IMAGE) -> tf.Tensor:
     return select(params["solarize"], solarize, x)
 
 
+# Geometry of a view ----------------------------------------------------------------------------
+def crop_geometry(crop, flipped, height, width) -> tf.Tensor:
+    """Where a view comes from: float32 (5,) [y0, x0, y1, x1, flipped], the crop box `crop` =
+    (off_y, off_x, h, w) of `sample_params` in fractions of the source image (height, width), and 1.0
+    if the view is flipped horizontally (after the crop), else 0.0. The cross-view clustering loss
+    uses it to find the same face point in both views (`fra_keras.losses.grid_correspondence`)."""
+    box = tf.cast(crop, tf.float32)
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+    return tf.stack([box[0] / h, box[1] / w, (box[0] + box[2]) / h, (box[1] + box[3]) / w,
+                     tf.cast(flipped, tf.float32)])
+
+
+@no_autograph
+def two_view_geometry(image, config, seed) -> Tuple[tf.Tensor, tf.Tensor]:
+    """The `crop_geometry` of both views that `two_views(image, config, seed)` makes (same seeds, so
+    the same crops and flips). `seed` must be given: with None each call would draw its own."""
+    if seed is None:
+        raise ValueError("seed=None: two_view_geometry must be given the seed of the views it describes")
+    shape = tf.shape(tf.convert_to_tensor(image))
+    out = []
+    for view in (1, 2):
+        params = sample_params(config, view, view_seed(seed, view), shape[0], shape[1])
+        out.append(crop_geometry(params["crop"], params["flip"], shape[0], shape[1]))
+    return out[0], out[1]
+
+
+def needs_geometry(config) -> bool:
+    """Whether pre-training batches must carry each view's geometry (`cluster_targets="cross_view"`)."""
+    return getattr(config, "cluster_targets", "same_view") == "cross_view"
+
+
 # Views ---------------------------------------------------------------------------------------
 @no_autograph
 def apply_params(image, params, config, normalise: bool = True) -> tf.Tensor:

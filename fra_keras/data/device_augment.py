@@ -33,6 +33,7 @@ from fra_keras.data import augment
 
 VIEWS = ("view1", "view2")
 PARAMS_SUFFIX = "_params"
+GEOMETRY_SUFFIX = "_geometry"   # "view1_geometry": (B, 5) `augment.crop_geometry`, cross-view recipe only
 
 
 def resolve_augment_on_device(mode) -> bool:
@@ -57,21 +58,29 @@ def cropped_views(image_uint8, config, seed=None) -> Dict[str, tf.Tensor]:
 
     Returns {"view1": uint8 (S, S, 3), "view2": ..., "view1_params": {...}, "view2_params": {...}}:
     the params of `augment.sample_params` without the crop box (already applied). With the same
-    `seed`, the parameters equal those `augment.two_views` uses.
+    `seed`, the parameters equal those `augment.two_views` uses. When the config needs it
+    (`augment.needs_geometry`), also "view1_geometry" / "view2_geometry" (5,) (`augment.crop_geometry`).
     """
     size = int(config.image_size)
+    geometry = augment.needs_geometry(config)
 
     def view_fn(image, seed, view):
         image = tf.convert_to_tensor(image)
         shape = tf.shape(image)
         params = augment.sample_params(config, view, augment.view_seed(seed, view), shape[0], shape[1])
+        if geometry:
+            params["geometry"] = augment.crop_geometry(params["crop"], params["flip"], shape[0], shape[1])
         crop = to_uint8(augment.resized_crop(image, params.pop("crop"), size))
         crop.set_shape([size, size, 3])
         return crop, params
 
-    (view1, params1), (view2, params2) = augment.both_views(view_fn, image_uint8, seed)
-    return {"view1": view1, "view2": view2, "view1" + PARAMS_SUFFIX: params1,
-            "view2" + PARAMS_SUFFIX: params2}
+    out = {}
+    for view, (crop, params) in zip(VIEWS, augment.both_views(view_fn, image_uint8, seed)):
+        if geometry:
+            out[view + GEOMETRY_SUFFIX] = params.pop("geometry")
+        out[view] = crop
+        out[view + PARAMS_SUFFIX] = params
+    return out
 
 
 @augment.no_autograph

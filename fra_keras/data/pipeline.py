@@ -15,6 +15,8 @@ Then: shuffle -> repeat -> per-element seed -> two views (parallel map) -> batch
 * CPU path: every augmentation per image in the parallel map; the batches are normalised by one
   XLA-compiled map (one fused pass instead of two broadcasting ops per view). Elements are
   {"view1": (B, S, S, 3), "view2": (B, S, S, 3)} float32, normalised.
+* both paths add {"view1_geometry": (B, 5), "view2_geometry": (B, 5)} float32 (`augment.crop_geometry`:
+  each view's crop box in the source image and its flip) when `config.cluster_targets == "cross_view"`.
 * on-device path: the map only crops and resizes (`device_augment.cropped_views`); elements are
   {"view1": uint8 (B, S, S, 3), "view2": uint8, "view1_params": {...}, "view2_params": {...}} and
   `FRA.train_step` applies the rest (`device_augment.augment_views`).
@@ -32,7 +34,7 @@ from typing import Optional
 import tensorflow as tf
 
 from fra_keras.data import device_augment
-from fra_keras.data.augment import normalize, two_views
+from fra_keras.data.augment import needs_geometry, normalize, two_view_geometry, two_views
 from fra_keras.data.folders import image_folder_dataset, list_images
 from fra_keras.data.shard import has_shards, tfrecord_dataset
 
@@ -64,7 +66,8 @@ def normalized_batch(config):
 
     @tf.function(jit_compile=True, autograph=False)
     def fn(batch):
-        return {key: normalize(views, config) for key, views in batch.items()}
+        return {key: normalize(value, config) if key in device_augment.VIEWS else value
+                for key, value in batch.items()}
 
     return fn
 
@@ -154,7 +157,12 @@ def pretraining_dataset(config, data_dir: Optional[str] = None, *, batch_size: O
     else:
         def views(image, seed):
             view1, view2 = two_views(image, config, seed=seed, normalise=False)
-            return {"view1": view1, "view2": view2}
+            out = {"view1": view1, "view2": view2}
+            if needs_geometry(config):
+                geometry = two_view_geometry(image, config, seed)
+                out.update({view + device_augment.GEOMETRY_SUFFIX: value
+                            for view, value in zip(device_augment.VIEWS, geometry)})
+            return out
 
         ds = ds.map(views, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
         ds = ds.batch(batch, drop_remainder=True)

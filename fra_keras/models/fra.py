@@ -5,6 +5,7 @@ Data flow of one step (docs/method.md, "Data flow of one training step" and "For
                --target--> z'_a, r'_a, S^t_a                         (EMA weights, no gradient)
   L = sum over (a,b) in {(1,2),(2,1)} of [ lam * L_g(q(z_a), z'_b) + (1-lam) * L_r(q_o(r_a), r'_b) ]
       + w_clu * 0.5 * sum_a clustering(S^o_a, S^t_a)
+  (opt-in `cluster_targets="cross_view"`: clustering(S^o_a, S^t_b carried onto view a's grid), b != a)
 then one optimiser step on the online network and predictors, then the EMA update of the target with
 the cosine momentum, and the prototype EMA of both networks.
 
@@ -22,7 +23,7 @@ import tensorflow as tf
 
 from fra_keras import distributed, losses
 from fra_keras.config import ConfigError, FRAConfig
-from fra_keras.data.device_augment import augment_views
+from fra_keras.data.device_augment import GEOMETRY_SUFFIX, VIEWS, augment_views
 from fra_keras.models.backbone import build_backbone
 from fra_keras.models.heads import MLPHead
 from fra_keras.models.neck import FRANeck
@@ -75,6 +76,20 @@ def _views(data):
         return x[0], x[1]
     raise ValueError("FRA expects batches {'view1': (B,H,W,3), 'view2': (B,H,W,3)} or a pair of image "
                      f"tensors; got {type(x).__name__}")
+
+
+def _geometries(data, config):
+    """The views' crop geometries (B, 5) each (`augment.crop_geometry`) for the cross-view clustering
+    loss, or None when the config does not use them."""
+    if config.cluster_targets != "cross_view" or not config.region_losses:
+        return None
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+    keys = [view + GEOMETRY_SUFFIX for view in VIEWS]
+    if not isinstance(x, dict) or any(key not in x for key in keys):
+        raise ValueError(f"cluster_targets='cross_view' needs batches with {keys} (each view's crop box and "
+                         "flip, as `pretraining_dataset` makes them for this config); got "
+                         f"{sorted(x) if isinstance(x, dict) else type(x).__name__}")
+    return [x[key] for key in keys]
 
 
 @keras.saving.register_keras_serializable(package="fra_keras")
@@ -252,10 +267,11 @@ class FRA(keras.Model):
         ramp = tf.minimum(1.0, (tf.cast(step, tf.float32) + 1.0) / max(ramp_steps, 1.0))
         return c.cluster_loss_weight * ramp
 
-    def _compute_losses(self, online, target, training=True, step=None):
+    def _compute_losses(self, online, target, training=True, step=None, geometry=None):
         """Total loss and its logged parts from the per-view outputs of both networks.
 
-        `step`: the optimizer step (for the clustering-weight ramp); None = the full weight."""
+        `step`: the optimizer step (for the clustering-weight ramp); None = the full weight.
+        `geometry`: the two views' (B, 5) crop geometries (`_geometries`), for cross-view targets."""
         c = self.config
         z = [tf.cast(self.predictor(o["z"], training=training), tf.float32) for o in online]
         parts = {}
@@ -271,12 +287,18 @@ class FRA(keras.Model):
         region_terms = [losses.region_loss(r[0], target[1]["regions"], c.decorrelation_weight),
                         losses.region_loss(r[1], target[0]["regions"], c.decorrelation_weight)]
         cluster_terms = []
-        for o, t in zip(online, target):  # same view, online (student) vs target (teacher)
-            k = c.num_regions
-            cluster_terms.append(losses.clustering_loss(
-                tf.reshape(o["logits"], [-1, k]), tf.reshape(t["logits"], [-1, k]),
-                c.student_temperature, c.teacher_temperature, c.sinkhorn_iterations, c.me_max_weight,
-                c.sinkhorn_epsilon))
+        clu = dict(student_temperature=c.student_temperature, teacher_temperature=c.teacher_temperature,
+                   sinkhorn_iterations=c.sinkhorn_iterations, me_max_weight=c.me_max_weight,
+                   sinkhorn_epsilon=c.sinkhorn_epsilon)
+        if geometry is not None:  # opt-in: student view a, teacher view b = the other one
+            for a, b in ((0, 1), (1, 0)):
+                cluster_terms.append(losses.cross_view_clustering_loss(
+                    online[a]["logits"], target[b]["logits"], geometry[a], geometry[b], **clu))
+        else:
+            for o, t in zip(online, target):  # same view, online (student) vs target (teacher)
+                k = c.num_regions
+                cluster_terms.append(losses.clustering_loss(
+                    tf.reshape(o["logits"], [-1, k]), tf.reshape(t["logits"], [-1, k]), **clu))
         lam = c.global_loss_weight
         loss_cluster = 0.5 * (cluster_terms[0] + cluster_terms[1])
         # The two directions are summed, not averaged (docs/method.md, "Losses").
@@ -319,13 +341,14 @@ class FRA(keras.Model):
             raise ConfigError("FRA.compile(steps_per_epoch=...) must run before training")
         data = augment_views(data, self.config)   # on-device augmentation path (docs/data_pipeline.md)
         view1, view2 = _views(data)
+        geometry = _geometries(data, self.config)
         step = tf.convert_to_tensor(self.optimizer.iterations)
         target = [self._run_network(self.target_backbone, self.target_neck, v, True) for v in (view1, view2)]
         target = [{k: tf.stop_gradient(v) for k, v in t.items()} for t in target]
         variables = self.optimized_variables
         with tf.GradientTape() as tape:
             online = [self._run_network(self.backbone, self.neck, v, True) for v in (view1, view2)]
-            loss, parts = self._compute_losses(online, target, step=step)
+            loss, parts = self._compute_losses(online, target, step=step, geometry=geometry)
             # Gradients are summed over replicas: each replica contributes 1/num_replicas of the loss.
             scaled = self.optimizer.scale_loss(loss / distributed.num_replicas())
         lr = self.optimizer.learning_rate  # the rate this step uses (read before `iterations` moves)
@@ -359,9 +382,10 @@ class FRA(keras.Model):
     def test_step(self, data):
         data = augment_views(data, self.config)
         view1, view2 = _views(data)
+        geometry = _geometries(data, self.config)
         target = [self._run_network(self.target_backbone, self.target_neck, v, False) for v in (view1, view2)]
         online = [self._run_network(self.backbone, self.neck, v, False) for v in (view1, view2)]
-        loss, parts = self._compute_losses(online, target, training=False)
+        loss, parts = self._compute_losses(online, target, training=False, geometry=geometry)
         z_std, entropy, mask_cosine = self._health(online)
         values = dict(loss=distributed.cross_replica_mean(loss), z_std=z_std, region_entropy=entropy,
                       mask_cosine=mask_cosine,
