@@ -6,6 +6,11 @@ cluster has no "chief" task) wrote every artefact to its --output-dir, and worke
 its own --output-dir (its files went to a temporary folder that was deleted). Bounded: the workers are
 killed after TIMEOUT seconds or when the test fails. The chief / temporary-folder rules themselves are
 unit-tested below without processes.
+
+The region monitor is off in the two processes (`--monitor-every 0`): it renders 384 held-out faces and
+runs its checks in each worker, about a quarter of each worker's CPU time, and what a run does with it
+on a non-chief worker (its monitor.csv and TensorBoard events go to the temporary folder) is checked
+below without processes.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ TIMEOUT = 300  # seconds for both workers together (60-120 s on 2 shared cores; 
 SMALL = ["--image-size", "64", "--backbone-width", "8", "--hidden-dim", "32", "--proj-dim", "16",
          "--decoder-dim", "16", "--decoder-ffn-dim", "16", "--decoder-heads", "2", "--batch-size", "4",
          "--synthetic-samples", "8", "--synthetic-size", "64", "--steps-per-epoch", "2",
-         "--warmup-epochs", "1", "--verbose", "0", "--heatmap-every", "0"]
+         "--warmup-epochs", "1", "--verbose", "0", "--heatmap-every", "0", "--monitor-every", "0"]
 
 
 def _free_ports(n):
@@ -131,3 +136,24 @@ def test_chief_output_dir_and_auto_strategy(tmp_path, monkeypatch):
         distributed.resolve_strategy_name("warp")
     with pytest.raises(ValueError, match="TF_CONFIG"):
         distributed.make_strategy("multi-worker")
+
+
+def test_non_chief_callbacks_write_only_to_the_temporary_folder(tmp_path):
+    """Every file a non-chief worker's callbacks would write (history, checkpoints, TensorBoard, region
+    monitor and heatmap pictures, all on) lies below its temporary folder, none in the run folder."""
+    from harness import tiny_config
+
+    from fra_keras import callbacks, training
+
+    run_dir, write_dir = str(tmp_path / "run"), str(tmp_path / "worker-tmp")
+    run = training.Run(tiny_config(), None, None, run_dir, write_dir, os.path.join(write_dir, "tensorboard"))
+    assert not run.chief
+    options = training.RunOptions(tensorboard_dir=os.path.join(run_dir, "tensorboard"), monitor_every=5,
+                                  heatmap_every=1)
+    cbs = training._callbacks(run, options, callbacks.NonFiniteLossGuard(), callbacks.StepCounter(), 0, False)
+    paths = {f"{type(cb).__name__}.{k}": v for cb in cbs for k, v in vars(cb).items()
+             if isinstance(v, str) and os.path.isabs(v)}
+    kinds = {name.split(".")[0] for name in paths}
+    assert {"RegionMonitor", "HistoryCSV", "AtomicCheckpoint", "StepTensorBoard", "HeatmapCallback"} <= kinds, paths
+    outside = {k: v for k, v in paths.items() if not v.startswith(write_dir + os.sep)}
+    assert not outside, f"a non-chief callback writes outside its temporary folder: {outside}"

@@ -101,8 +101,17 @@ def test_issue_figures_pass_and_the_limit_scales_with_the_output():
 
 
 def test_verification_tolerance_over_many_random_models():
-    """12 random tiny models: the serving graph (as saved) vs Keras always passes; the bound still
-    catches an export that dropped the BatchNorm statistics or swapped mean and std."""
+    """6 random tiny models: the serving graph (as saved) vs Keras always passes; the bound still
+    catches an export that dropped the BatchNorm statistics or swapped mean and std.
+
+    Why 6 are enough (12 until the test time had to shrink): the statistic is the worst difference /
+    limit over the models and batches, asserted below 0.2. Measured per model (seeds 0-11, worst of
+    embedding / feature map / heatmaps) it lies between 0.005 and 0.012 (seeds 0-5: at most 0.0096;
+    0-11: 0.0119), so every model alone sits 17-40x under the assertion: a change that makes the
+    serving graph differ from Keras ~20x more than today (or the limit ~20x tighter) fails with any
+    one of them, and the spread between seeds is within a factor 2.3, too small for 6 more models to
+    change the verdict. Each model costs a serving-graph trace (two batch shapes) and its Keras
+    references."""
     import tensorflow as tf
 
     from fra_keras.exporter.graph import build_serving_module, float32_components
@@ -111,7 +120,7 @@ def test_verification_tolerance_over_many_random_models():
     from fra_keras.exporter.tolerance import compare_outputs, float32_tolerance
 
     worst = 0.0
-    for seed in range(12):
+    for seed in range(6):
         model = _random_model(seed)
         source = load_source(model)
         backbone, pixel_proj, prototypes = float32_components(source)
