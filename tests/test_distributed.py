@@ -61,9 +61,18 @@ def strategy(two_logical_cpus):
     return tf.distribute.MirroredStrategy(two_logical_cpus)
 
 
-def _batch(seed=0):
+def _batch(seed=0, geometry=False):
+    """The global batch; `geometry`: also random crop geometries (cross-view targets), drawn so that
+    the two replicas' halves overlap on different numbers of cells."""
     rng = np.random.default_rng(seed)
-    return {k: rng.normal(size=(2 * B, 64, 64, 3)).astype("float32") for k in ("view1", "view2")}
+    batch = {k: rng.normal(size=(2 * B, 64, 64, 3)).astype("float32") for k in ("view1", "view2")}
+    if geometry:
+        for view in ("view1", "view2"):
+            lo = rng.uniform(0.0, 0.5, size=(2 * B, 2))
+            hi = lo + rng.uniform(0.3, 0.5, size=(2 * B, 2))
+            batch[view + "_geometry"] = np.concatenate([lo, hi, rng.integers(0, 2, size=(2 * B, 1))],
+                                                       axis=1).astype("float32")
+    return batch
 
 
 def _variables(model):
@@ -115,7 +124,7 @@ def _run_models(strategy, run_eagerly, **overrides):
     for other in (reordered, mirrored):
         assert all(np.array_equal(a, b) for a, b in zip(before[:n], _snapshot(other)[:n]))
 
-    batch = _batch()
+    batch = _batch(geometry=config.cluster_targets == "cross_view")
     logs_single = single.train_on_batch(batch, return_dict=True)
     reordered.train_on_batch({k: v[PERMUTATION] for k, v in batch.items()})
     history = mirrored.fit(tf.data.Dataset.from_tensors(batch), epochs=1, steps_per_epoch=1, verbose=0)
@@ -199,6 +208,14 @@ def test_updated_weights_match_single_device(models):
     """Online, target, predictors, prototypes, BN moving statistics and LARS momenta, each within a
     small multiple of the reordering floor."""
     _check_updates(models)
+
+
+def test_cross_view_targets_step_matches_single_device(strategy):
+    """Opt-in cross-view clustering targets: the overlap-weighted mean of the cross-entropy is taken
+    over the global batch (a per-replica mean would weight the replicas' cells differently)."""
+    result = _run_models(strategy, run_eagerly=True, cluster_targets="cross_view")
+    _check_metrics(*result["logs"])
+    _check_updates(result)
 
 
 def test_replicas_hold_identical_copies(models):
