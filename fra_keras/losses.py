@@ -269,6 +269,9 @@ def cross_view_clustering_loss(student_logits, teacher_logits, student_geometry,
                                sinkhorn_epsilon)
     targets = tf.reshape(targets, shape)
     height, width = s.shape[1], s.shape[2]
+    if height is None or width is None:
+        raise ValueError("cross_view_clustering_loss needs a static feature grid; student_logits has "
+                         f"shape {s.shape}")
     coords, valid = grid_correspondence(student_geometry, teacher_geometry, height, width)
     carried = bilinear_sample(targets, coords)
     return clustering_loss_to_targets(tf.reshape(s, [-1, k]), tf.reshape(carried, [-1, k]),

@@ -433,20 +433,6 @@ def crop_geometry(crop, flipped, height, width) -> tf.Tensor:
                      tf.cast(flipped, tf.float32)])
 
 
-@no_autograph
-def two_view_geometry(image, config, seed) -> Tuple[tf.Tensor, tf.Tensor]:
-    """The `crop_geometry` of both views that `two_views(image, config, seed)` makes (same seeds, so
-    the same crops and flips). `seed` must be given: with None each call would draw its own."""
-    if seed is None:
-        raise ValueError("seed=None: two_view_geometry must be given the seed of the views it describes")
-    shape = tf.shape(tf.convert_to_tensor(image))
-    out = []
-    for view in (1, 2):
-        params = sample_params(config, view, view_seed(seed, view), shape[0], shape[1])
-        out.append(crop_geometry(params["crop"], params["flip"], shape[0], shape[1]))
-    return out[0], out[1]
-
-
 def needs_geometry(config) -> bool:
     """Whether pre-training batches must carry each view's geometry (`cluster_targets="cross_view"`)."""
     return getattr(config, "cluster_targets", "same_view") == "cross_view"
@@ -486,6 +472,21 @@ def both_views(view_fn, image, seed):
     fn = tf.function(view_fn, autograph=False)
     seed = as_seed(seed)
     return fn(image, seed, tf.constant(1)), fn(image, seed, tf.constant(2))
+
+
+@no_autograph
+def two_views_with_geometry(image_uint8, config, seed=None, normalise: bool = True):
+    """`two_views` plus each view's `crop_geometry`, from the same draw of the parameters:
+    ((view1, geometry1), (view2, geometry2)), views as `two_views`, geometries float32 (5,)."""
+
+    def view_fn(image, seed, view):
+        image = tf.convert_to_tensor(image)
+        shape = tf.shape(image)
+        params = sample_params(config, view, view_seed(seed, view), shape[0], shape[1])
+        geometry = crop_geometry(params["crop"], params["flip"], shape[0], shape[1])
+        return apply_params(image, params, config, normalise=normalise), geometry
+
+    return both_views(view_fn, image_uint8, seed)
 
 
 @no_autograph

@@ -34,7 +34,7 @@ from typing import Optional
 import tensorflow as tf
 
 from fra_keras.data import device_augment
-from fra_keras.data.augment import needs_geometry, normalize, two_view_geometry, two_views
+from fra_keras.data.augment import needs_geometry, normalize, two_views, two_views_with_geometry
 from fra_keras.data.folders import image_folder_dataset, list_images
 from fra_keras.data.shard import has_shards, tfrecord_dataset
 
@@ -156,12 +156,14 @@ def pretraining_dataset(config, data_dir: Optional[str] = None, *, batch_size: O
         ds = ds.batch(batch, drop_remainder=True)
     else:
         def views(image, seed):
-            view1, view2 = two_views(image, config, seed=seed, normalise=False)
-            out = {"view1": view1, "view2": view2}
-            if needs_geometry(config):
-                geometry = two_view_geometry(image, config, seed)
-                out.update({view + device_augment.GEOMETRY_SUFFIX: value
-                            for view, value in zip(device_augment.VIEWS, geometry)})
+            if not needs_geometry(config):
+                view1, view2 = two_views(image, config, seed=seed, normalise=False)
+                return {"view1": view1, "view2": view2}
+            out = {}
+            for view, (pixels, geometry) in zip(device_augment.VIEWS,
+                                                two_views_with_geometry(image, config, seed, normalise=False)):
+                out[view] = pixels
+                out[view + device_augment.GEOMETRY_SUFFIX] = geometry
             return out
 
         ds = ds.map(views, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
