@@ -147,6 +147,9 @@ class FRAConfig:
     precision: str = "float32"
     jit_compile: str = "auto"
     strategy: str = "auto"
+    backward_per_view: bool = False     # opt-in: each online view's forward + backward in turn, freeing the
+                                        # first view's activations before the second's (same mathematics,
+                                        # another summation order; docs/scaling.md, "Memory")
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self):

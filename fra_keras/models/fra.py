@@ -268,45 +268,80 @@ class FRA(keras.Model):
         return c.cluster_loss_weight * ramp
 
     def _compute_losses(self, online, target, training=True, step=None, geometry=None):
-        """Total loss and its logged parts from the per-view outputs of both networks.
+        """Total loss and its logged parts from the per-view outputs of both networks: the sum of
+        `_view_loss` over the two online views.
 
         `step`: the optimizer step (for the clustering-weight ramp); None = the full weight.
         `geometry`: the two views' (B, 5) crop geometries (`_geometries`), for cross-view targets."""
+        terms = [self._view_loss(a, online[a], target, training, step, geometry) for a in (0, 1)]
+        return terms[0][0] + terms[1][0], {k: terms[0][1][k] + terms[1][1][k] for k in terms[0][1]}
+
+    def _view_loss(self, a, online_a, target, training=True, step=None, geometry=None):
+        """(loss, parts) of online view `a` (0 or 1): every term of the FRA loss that reads that view's
+        online outputs, against target outputs only (which carry no gradient), so the loss of the step
+        is the sum of the two views' (docs/method.md, "Losses"):
+          lam * L_g(q(z_a), z'_b) + (1 - lam) * L_r(q_o(r_a), r'_b) + w_clu * 0.5 * clustering_a,  b != a
+        (plain BYOL: L_g only). The logged parts are the halves of the two-view means."""
         c = self.config
-        z = [tf.cast(self.predictor(o["z"], training=training), tf.float32) for o in online]
-        parts = {}
-        global_terms = [losses.cosine_regression_loss(z[0], target[1]["z"]),
-                        losses.cosine_regression_loss(z[1], target[0]["z"])]
-        parts["loss_global"] = 0.5 * (global_terms[0] + global_terms[1])
+        b = 1 - a
+        z = tf.cast(self.predictor(online_a["z"], training=training), tf.float32)
+        global_term = losses.cosine_regression_loss(z, target[b]["z"])
+        parts = {"loss_global": 0.5 * global_term}
         if not c.region_losses:
-            total = global_terms[0] + global_terms[1]
             parts["loss_region"] = tf.constant(0.0)
             parts["loss_cluster"] = tf.constant(0.0)
-            return total, parts
-        r = [self.region_predictor(o["regions"], training=training) for o in online]
-        region_terms = [losses.region_loss(r[0], target[1]["regions"], c.decorrelation_weight),
-                        losses.region_loss(r[1], target[0]["regions"], c.decorrelation_weight)]
-        cluster_terms = []
+            return global_term, parts
+        r = self.region_predictor(online_a["regions"], training=training)
+        region_term = losses.region_loss(r, target[b]["regions"], c.decorrelation_weight)
         clu = dict(student_temperature=c.student_temperature, teacher_temperature=c.teacher_temperature,
                    sinkhorn_iterations=c.sinkhorn_iterations, me_max_weight=c.me_max_weight,
                    sinkhorn_epsilon=c.sinkhorn_epsilon)
         if geometry is not None:  # opt-in: student view a, teacher view b = the other one
-            for a, b in ((0, 1), (1, 0)):
-                cluster_terms.append(losses.cross_view_clustering_loss(
-                    online[a]["logits"], target[b]["logits"], geometry[a], geometry[b], **clu))
-        else:
-            for o, t in zip(online, target):  # same view, online (student) vs target (teacher)
-                k = c.num_regions
-                cluster_terms.append(losses.clustering_loss(
-                    tf.reshape(o["logits"], [-1, k]), tf.reshape(t["logits"], [-1, k]), **clu))
+            cluster_term = losses.cross_view_clustering_loss(
+                online_a["logits"], target[b]["logits"], geometry[a], geometry[b], **clu)
+        else:  # same view, online (student) vs target (teacher)
+            k = c.num_regions
+            cluster_term = losses.clustering_loss(
+                tf.reshape(online_a["logits"], [-1, k]), tf.reshape(target[a]["logits"], [-1, k]), **clu)
         lam = c.global_loss_weight
-        loss_cluster = 0.5 * (cluster_terms[0] + cluster_terms[1])
         # The two directions are summed, not averaged (docs/method.md, "Losses").
-        total = (lam * (global_terms[0] + global_terms[1]) + (1.0 - lam) * (region_terms[0] + region_terms[1])
-                 + (c.cluster_loss_weight if step is None else self.cluster_weight(step)) * loss_cluster)
-        parts["loss_region"] = 0.5 * (region_terms[0] + region_terms[1])
-        parts["loss_cluster"] = loss_cluster
+        total = (lam * global_term + (1.0 - lam) * region_term
+                 + (c.cluster_loss_weight if step is None else self.cluster_weight(step)) * 0.5 * cluster_term)
+        parts["loss_region"] = 0.5 * region_term
+        parts["loss_cluster"] = 0.5 * cluster_term
         return total, parts
+
+    def _online_gradients(self, views, target, step, geometry, variables):
+        """(online outputs per view, loss, parts, gradients of `variables`) of one training step.
+
+        Default: one tape over both online views. With `backward_per_view` each view's forward and
+        backward pass runs in turn, the second view's forward waiting for the first view's gradients, so
+        the activations of the first view are freed before the second's are made: the loss is a sum of
+        one term per online view (`_view_loss`), so the gradients are the same, summed in another
+        order (float rounding only). It halves the activations a step holds (docs/scaling.md, "Memory")."""
+        def scaled(loss):  # gradients are summed over replicas: each contributes 1/num_replicas
+            return self.optimizer.scale_loss(loss / distributed.num_replicas())
+
+        if not self.config.backward_per_view:
+            with tf.GradientTape() as tape:
+                online = [self._run_network(self.backbone, self.neck, v, True) for v in views]
+                loss, parts = self._compute_losses(online, target, step=step, geometry=geometry)
+                scaled_loss = scaled(loss)
+            return online, loss, parts, tape.gradient(scaled_loss, variables)
+        online, terms, grads = [], [], None
+        for a, images in enumerate(views):
+            if grads is not None:
+                with tf.control_dependencies(tf.nest.flatten(grads, expand_composites=True)):
+                    images = tf.identity(images)
+            with tf.GradientTape() as tape:
+                online.append(self._run_network(self.backbone, self.neck, images, True))
+                terms.append(self._view_loss(a, online[a], target, step=step, geometry=geometry))
+                scaled_loss = scaled(terms[a][0])
+            view_grads = tape.gradient(scaled_loss, variables)
+            grads = view_grads if grads is None else [
+                g if v is None else v if g is None else g + v for g, v in zip(grads, view_grads)]
+        parts = {k: terms[0][1][k] + terms[1][1][k] for k in terms[0][1]}
+        return online, terms[0][0] + terms[1][0], parts, grads
 
     def _health(self, online):
         """Collapse and region-usage signals (no gradient): z_std, region_entropy and mask_cosine, the
@@ -346,13 +381,8 @@ class FRA(keras.Model):
         target = [self._run_network(self.target_backbone, self.target_neck, v, True) for v in (view1, view2)]
         target = [{k: tf.stop_gradient(v) for k, v in t.items()} for t in target]
         variables = self.optimized_variables
-        with tf.GradientTape() as tape:
-            online = [self._run_network(self.backbone, self.neck, v, True) for v in (view1, view2)]
-            loss, parts = self._compute_losses(online, target, step=step, geometry=geometry)
-            # Gradients are summed over replicas: each replica contributes 1/num_replicas of the loss.
-            scaled = self.optimizer.scale_loss(loss / distributed.num_replicas())
+        online, loss, parts, grads = self._online_gradients((view1, view2), target, step, geometry, variables)
         lr = self.optimizer.learning_rate  # the rate this step uses (read before `iterations` moves)
-        grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
 
         momentum = ema_momentum(step, self.total_steps, self.config.ema_momentum)

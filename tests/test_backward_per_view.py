@@ -1,0 +1,79 @@
+"""Opt-in `backward_per_view`: each online view's forward and backward pass in turn gives the step of
+the default single tape -- the loss is a sum of one term per online view (FRA._view_loss), so only the
+order in which the two views' gradients are summed differs.
+
+Both models are built from the same seed (same weights and the same dropout streams: the layers are
+called in the same order) and take one step on the same batch. Compared: every logged metric, and every
+variable's update (online, target, predictors, prototypes, BN statistics, LARS momenta) within
+`RELATIVE` of the default step's update plus two float32 ulps of the variable (the stored value is
+rounded) plus `ABSOLUTE` (rounding noise of the attention key biases, whose gradient is zero). Dropping one view's clustering term, or one view's gradients, fails this by orders of
+magnitude (the smallest effect, the clustering weight 0.1 on the decoder, moves those variables by
+over 10 % of their update).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from fra_keras.config import FRAConfig
+from fra_keras.models.fra import FRA, METRIC_NAMES
+
+B = 8
+TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
+            decoder_heads=2, batch_size=B, steps_per_epoch=2, epochs=1, warmup_epochs=0, ema_momentum=0.5)
+RELATIVE = 1e-4
+# The attention key biases' gradient is zero in exact arithmetic (a softmax does not change when the
+# same constant is added to all its scores), so they move by ~1e-11 of rounding noise either way.
+ABSOLUTE = 1e-9
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _batch(geometry, seed=0):
+    rng = np.random.default_rng(seed)
+    batch = {k: rng.normal(size=(B, 64, 64, 3)).astype("float32") for k in ("view1", "view2")}
+    if geometry:
+        for view in ("view1", "view2"):
+            lo = rng.uniform(0.0, 0.5, size=(B, 2))
+            hi = lo + rng.uniform(0.3, 0.5, size=(B, 2))
+            batch[view + "_geometry"] = np.concatenate([lo, hi, rng.integers(0, 2, size=(B, 1))],
+                                                       axis=1).astype("float32")
+    return batch
+
+
+def _one_step(run_eagerly, **fields):
+    """(variables before, after, logs) of one step of a model built from seed 1."""
+    config = FRAConfig.from_preset("tiny", **{**TINY, **fields})
+    keras.utils.set_random_seed(1)
+    model = FRA(config)
+    model.compile(run_eagerly=run_eagerly)
+    variables = list(model.weights) + list(model.optimizer.variables)
+    before = [np.array(v) for v in variables]
+    logs = model.train_on_batch(_batch(config.cluster_targets == "cross_view"), return_dict=True)
+    return before, [np.array(v) for v in variables], logs, [v.path for v in variables]
+
+
+@pytest.mark.parametrize("fields, run_eagerly", [
+    (dict(), False),                                   # the compiled step (control dependencies)
+    (dict(cluster_targets="cross_view"), True),
+    (dict(region_losses=False), True),                 # plain BYOL
+], ids=["fra-compiled", "cross-view", "byol"])
+def test_backward_per_view_takes_the_default_step(fields, run_eagerly):
+    before, default, logs_default, paths = _one_step(run_eagerly, **fields)
+    before_pv, per_view, logs_pv, _ = _one_step(run_eagerly, backward_per_view=True, **fields)
+    assert all(np.array_equal(a, b) for a, b in zip(before, before_pv))      # the same starting point
+    assert set(logs_pv) == set(METRIC_NAMES)
+    for name in METRIC_NAMES:
+        assert logs_pv[name] == pytest.approx(logs_default[name], rel=1e-5, abs=1e-7), name
+    bad, moved = [], 0
+    for path, start, a_def, a_pv in zip(paths, before, default, per_view):
+        start, a_def, a_pv = (x.astype(np.float64) for x in (start, a_def, a_pv))
+        d_def, d_pv = a_def - start, a_pv - start
+        allowed = ABSOLUTE + RELATIVE * np.linalg.norm(d_def) + 2 * EPS32 * max(np.linalg.norm(start), np.linalg.norm(a_def))
+        moved += np.linalg.norm(d_def) > 1e-6
+        if np.linalg.norm(d_pv - d_def) > allowed:
+            bad.append(f"{path}: |d_per_view - d_default| {np.linalg.norm(d_pv - d_def):.3g} > {allowed:.3g} "
+                       f"(|d_default| {np.linalg.norm(d_def):.3g})")
+    assert moved > len(paths) // 2          # the comparison is not vacuous
+    assert not bad, f"{len(bad)} of {len(paths)} updates differ:\n" + "\n".join(bad)
