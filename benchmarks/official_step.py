@@ -2,6 +2,7 @@
 
     python benchmarks/official_step.py --official PATH --backbone resnet18 --image-size 112 --batch-size 16
     python benchmarks/official_step.py --official PATH --backbone resnet50 --image-size 224 --batch-size 8
+    python benchmarks/official_step.py --official PATH --backbone resnet18 --image-size 112 --batch-size 16 --memory
 
 PATH is a git checkout (or bare git directory) of github.com/zaczgao/Facial_Region_Awareness; its HEAD
 is exported with `git archive` into a temporary folder and imported from there (nothing of it is copied
@@ -30,6 +31,12 @@ sample = one image's two views), process CPU time per step (all threads), FRA / 
 implementation, and fra-keras / official FRA step speed, with the 1-minute load average seen during
 the run. The fvcore package, which the official code imports only for `c2_xavier_fill` (the init of
 the decoder's input projection), is replaced by a stand-in with the same initialisation.
+
+`--memory` measures peak resident memory instead of speed: each side and each kind runs alone in a fresh
+subprocess (`--warmup` + `--steps` steps), which reports its resident memory after importing its framework
+(and, for the official side, its code) and before building anything, and its peak resident memory (VmHWM,
+Linux) at the end. Printed per side and kind: RSS after import, peak, peak minus import (what the step
+itself holds: weights, optimiser-free gradients, activations, caches), and fra-keras / official ratios.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -53,6 +61,7 @@ OFFICIAL_KWARGS = dict(dim=256, m=0.996, hid_dim=4096, num_neck_mlp=2, scale=1.0
                        loss_weight=0.5, mask_type="attn", num_proto=8, teacher_temp=0.04, loss_w_cluster=0.1)
 OFFICIAL_NORM = "SyncBN"
 KINDS = ("fra", "floor")
+MIB = 2 ** 20
 
 
 def parse_args(argv=None):
@@ -72,7 +81,13 @@ def parse_args(argv=None):
     parser.add_argument("--omp-wait-policy", choices=("PASSIVE", "ACTIVE", "inherit"), default="PASSIVE",
                         help="OMP_WAIT_POLICY of the PyTorch subprocess (default PASSIVE: on cores shared with other "
                              "jobs, OpenMP's spinning workers slow PyTorch several-fold; inherit: leave it as it is)")
+    parser.add_argument("--keras-flags", default="", metavar="FLAGS",
+                        help="FRAConfig flags for the fra-keras side on top of the paper preset, as one string "
+                             "(e.g. \"--backward-per-view true\"); the official side is unchanged")
+    parser.add_argument("--memory", action="store_true",
+                        help="measure peak resident memory (each side and kind in a fresh process) instead of speed")
     parser.add_argument("--worker", choices=("official", "keras"), help=argparse.SUPPRESS)
+    parser.add_argument("--kinds", default=",".join(KINDS), help=argparse.SUPPRESS)
     parser.add_argument("--tree", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -96,6 +111,29 @@ def check_args(args):
              "HEAD); pass a checkout of github.com/zaczgao/Facial_Region_Awareness")
     if not (os.path.isfile(args.torch_python) and os.access(args.torch_python, os.X_OK)):
         fail(f"--torch-python={args.torch_python!r} is not an executable file; pass a Python with torch")
+    if args.keras_flags:
+        check_keras_flags(args.keras_flags)
+
+
+def check_keras_flags(flags):
+    """Parse `flags` as the fra-keras worker will (FRAConfig flags on the paper preset); a one-line
+    error naming them and the problem if they do not parse or validate."""
+    import contextlib
+    import io
+
+    sys.path.insert(0, HERE)
+    import train_step
+    from fra_keras.config import ConfigError
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            train_step.parse_args(["--preset", "paper"] + shlex.split(flags))
+    except SystemExit:
+        lines = captured.getvalue().strip().splitlines() or ["not accepted"]
+        fail(f"--keras-flags={flags!r}: {lines[-1].split(': error: ')[-1]}")
+    except (ConfigError, ValueError) as error:
+        fail(f"--keras-flags={flags!r}: {error}")
 
 
 def fail(message):
@@ -113,18 +151,31 @@ def export_tree(official, folder):
 
 # Workers -----------------------------------------------------------------------------------------
 def serve(steps_fns, views, args, info):
-    """Warm up, announce `info`, then time one round per "round" line read from stdin
-    (`train_step.time_rounds`, one repeat) and answer each with a JSON line."""
+    """Warm up, announce `info`, then answer each stdin line with a JSON line: "round" times one round
+    (`train_step.time_rounds`, one repeat), "memory" gives this process' memory now (bytes: VmRSS, VmHWM
+    = the peak so far) beside `info["import_rss"]`."""
+    import memory
     import train_step
 
     train_step.time_rounds(steps_fns, views, args.steps, 0, args.warmup)
     print("READY " + json.dumps(info), flush=True)
     for line in sys.stdin:
-        if line.strip() != "round":
+        command = line.strip()
+        if command == "memory":
+            print("MEMORY " + json.dumps(memory.process_memory()), flush=True)
+            continue
+        if command != "round":
             break
         cpu = {}
         wall = train_step.time_rounds(steps_fns, views, args.steps, 1, 0, cpu)
         print("ROUND " + json.dumps({k: dict(wall=wall[k][0], cpu=cpu[k][0]) for k in steps_fns}), flush=True)
+
+
+def import_rss():
+    """Resident bytes of this process now (read right after the framework's imports)."""
+    import memory
+
+    return memory.process_memory()["VmRSS"]
 
 
 def stub_fvcore():
@@ -159,13 +210,19 @@ def official_worker(args):
     from models import get_model
     from utils import get_norm
 
+    baseline = import_rss()
+    kinds = args.kinds.split(",")
     encoder = backbone_models.__dict__[f"{args.backbone}_encoder"]
     norm = get_norm(OFFICIAL_NORM)
-    model = get_model("FRAB")(encoder, norm_layer=norm, **OFFICIAL_KWARGS)
-    model.train()
-    online, target = (encoder(norm_layer=norm, with_avgpool=False) for _ in range(2))
-    online.train(), target.train()
-    target.requires_grad_(False)
+    fns, params = {}, None
+    if "fra" in kinds:
+        model = get_model("FRAB")(encoder, norm_layer=norm, **OFFICIAL_KWARGS)
+        model.train()
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if "floor" in kinds:
+        online, target = (encoder(norm_layer=norm, with_avgpool=False) for _ in range(2))
+        online.train(), target.train()
+        target.requires_grad_(False)
     g = torch.Generator().manual_seed(0)
     shape = (args.batch_size, 3, args.image_size, args.image_size)
     views = (torch.randn(shape, generator=g), torch.randn(shape, generator=g))
@@ -185,10 +242,12 @@ def official_worker(args):
         loss.backward()
         return loss.detach()
 
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    serve({"fra": fra, "floor": floor}, views, args,
+    for kind, fn in (("fra", fra), ("floor", floor)):
+        if kind in kinds:
+            fns[kind] = fn
+    serve(fns, views, args,
           dict(version=f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
-               f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}", params=params))
+               f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}", params=params, import_rss=baseline))
 
 
 def keras_worker(args):
@@ -196,33 +255,39 @@ def keras_worker(args):
     import train_step
 
     _, config = train_step.parse_args(["--preset", "paper", "--backbone", args.backbone, "--image-size",
-                                       str(args.image_size), "--batch-size", str(args.batch_size)])
+                                       str(args.image_size), "--batch-size", str(args.batch_size)]
+                                      + shlex.split(args.keras_flags))
     from fra_keras import cli_utils
 
     tf = cli_utils.quiet_tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     from fra_keras.models.fra import resolve_jit_compile
 
+    baseline = import_rss()
+    kinds = args.kinds.split(",")
     jit = resolve_jit_compile(config.jit_compile)
-    model, fra = train_step.fra_step_fn(config, jit, update=False)
-    _, floor = train_step.floor_step_fn(config, jit, update=False)
-    params = sum(train_step.np_size(v) for v in model.optimized_variables)
-    serve({"fra": fra, "floor": floor}, train_step.random_views(config), args,
+    fns, params = {}, None
+    if "fra" in kinds:
+        model, fns["fra"] = train_step.fra_step_fn(config, jit, update=False)
+        params = sum(train_step.np_size(v) for v in model.optimized_variables)
+    if "floor" in kinds:
+        _, fns["floor"] = train_step.floor_step_fn(config, jit, update=False)
+    serve(fns, train_step.random_views(config), args,
           dict(version=f"TF {tf.__version__}, {args.threads} intra-op threads, XLA {'on' if jit else 'off'}",
-               params=params))
+               params=params, import_rss=baseline))
 
 
 # Parent ------------------------------------------------------------------------------------------
 class Worker:
     """A worker subprocess of this script, driven line by line over its stdin / stdout."""
 
-    def __init__(self, name, python, args, tree, **env_vars):
+    def __init__(self, name, python, args, tree, kinds=KINDS, **env_vars):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(
             p for p in (ROOT, HERE, os.environ.get("PYTHONPATH")) if p), **env_vars)
         cmd = [python, os.path.abspath(__file__), "--worker", name, "--tree", tree, "--official", args.official,
                "--backbone", args.backbone, "--image-size", str(args.image_size), "--batch-size",
                str(args.batch_size), "--threads", str(args.threads), "--steps", str(args.steps),
-               "--warmup", str(args.warmup)]
+               "--warmup", str(args.warmup), "--kinds", ",".join(kinds), "--keras-flags", args.keras_flags]
         self.name = name
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.info = self._expect("READY")
@@ -233,10 +298,16 @@ class Worker:
                 return json.loads(line[len(tag) + 1:])
         fail(f"the {self.name} worker stopped (exit {self.proc.wait()}) before answering {tag}; see its errors above")
 
-    def round(self):
-        self.proc.stdin.write("round\n")
+    def ask(self, command, tag):
+        self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
-        return self._expect("ROUND")
+        return self._expect(tag)
+
+    def round(self):
+        return self.ask("round", "ROUND")
+
+    def memory(self):
+        return self.ask("memory", "MEMORY")
 
     def close(self):
         if self.proc.poll() is None:
@@ -281,18 +352,66 @@ def report(rounds, infos, args, loads):
           f"{stats['official', 'floor'][1] / stats['keras', 'floor'][1]:.2f} (CPU time)")
 
 
+def measure_memory(args, tree, omp):
+    """{(side, kind): {"import": bytes, "peak": bytes}}: each side and kind alone in a fresh worker that
+    warms up, runs one round of `--steps` steps and reports its memory."""
+    out = {}
+    for side, python, env in (("official", args.torch_python, omp), ("keras", sys.executable, {})):
+        for kind in KINDS:
+            worker = Worker(side, python, args, tree, kinds=(kind,), **env)
+            try:
+                worker.round()
+                out[side, kind] = dict(peak=worker.memory()["VmHWM"], **{"import": worker.info["import_rss"]})
+            finally:
+                worker.close()
+            print(f"{side} {kind}: peak {out[side, kind]['peak'] / MIB:.0f} MiB", flush=True)
+    return out
+
+
+def memory_rows(results):
+    """Rows (label, import MiB, peak MiB, peak - import MiB) per side and kind, then per kind the
+    fra-keras / official ratios of the peak and of peak - import, from `measure_memory`'s results."""
+    rows = []
+    for side in ("official", "keras"):
+        for kind in KINDS:
+            r = results[side, kind]
+            rows.append((f"{side} {kind}", r["import"] / MIB, r["peak"] / MIB, (r["peak"] - r["import"]) / MIB))
+    ratios = {}
+    for kind in KINDS:
+        o, k = results["official", kind], results["keras", kind]
+        ratios[kind] = (k["peak"] / o["peak"], (k["peak"] - k["import"]) / (o["peak"] - o["import"]))
+    return rows, ratios
+
+
+def report_memory(results, args):
+    rows, ratios = memory_rows(results)
+    print(f"{args.backbone} at {args.image_size} px, batch {args.batch_size}, float32, {args.threads} threads; "
+          f"{args.warmup} warm-up + {args.steps} steps, each side and kind in a fresh process; peak = VmHWM")
+    print(f"{'':16s} {'RSS after import MiB':>21s} {'peak MiB':>9s} {'peak - import MiB':>17s}")
+    for label, imported, peak, own in rows:
+        print(f"{label:16s} {imported:21.0f} {peak:9.0f} {own:17.0f}")
+    for kind, (peak, own) in ratios.items():
+        print(f"fra-keras / official, {kind}: peak {peak:.2f}, peak - import {own:.2f}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         sys.path.insert(0, HERE)
         return official_worker(args) if args.worker == "official" else keras_worker(args)
     check_args(args)
+    omp = {} if args.omp_wait_policy == "inherit" else dict(OMP_WAIT_POLICY=args.omp_wait_policy)
+    if args.memory:
+        with tempfile.TemporaryDirectory(prefix="fra_official_") as tree:
+            export_tree(args.official, tree)
+            results = measure_memory(args, tree, omp)
+        report_memory(results, args)
+        return 0
     with tempfile.TemporaryDirectory(prefix="fra_official_") as tree:
         export_tree(args.official, tree)
         loads = [os.getloadavg()[0]]
         workers = {}
         try:
-            omp = {} if args.omp_wait_policy == "inherit" else dict(OMP_WAIT_POLICY=args.omp_wait_policy)
             workers["official"] = Worker("official", args.torch_python, args, tree, **omp)
             workers["keras"] = Worker("keras", sys.executable, args, tree)
             rounds = {side: [] for side in workers}

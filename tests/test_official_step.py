@@ -85,3 +85,26 @@ def test_summarise_takes_medians_per_side_and_kind():
             assert wall == pytest.approx(np.median(walls[s, k]))
             assert ips == pytest.approx(8 / np.median(walls[s, k]))
             assert cpu == pytest.approx(np.median(cpus[s, k]))
+
+
+def test_memory_rows_subtract_the_import_and_take_ratios():
+    mib = official.MIB
+    results = {("official", "fra"): {"import": 200 * mib, "peak": 900 * mib},
+               ("official", "floor"): {"import": 200 * mib, "peak": 600 * mib},
+               ("keras", "fra"): {"import": 600 * mib, "peak": 1300 * mib},
+               ("keras", "floor"): {"import": 600 * mib, "peak": 900 * mib}}
+    rows, ratios = official.memory_rows(results)
+    assert rows == [("official fra", 200, 900, 700), ("official floor", 200, 600, 400),
+                    ("keras fra", 600, 1300, 700), ("keras floor", 600, 900, 300)]
+    assert ratios["fra"] == pytest.approx((1300 / 900, 1.0))
+    assert ratios["floor"] == pytest.approx((900 / 600, 300 / 400))
+
+
+def test_bad_keras_flags_are_one_line_errors(tmp_path, capsys):
+    repo = git_repo(tmp_path / "fra", {"models/fra.py": "# stand-in\n"})
+    base = ["--official", repo, "--torch-python", sys.executable]
+    err = error_of(base + ["--keras-flags", "--no-such-flag 1"], capsys)
+    assert "--keras-flags='--no-such-flag 1'" in err and "--no-such-flag" in err.split(":", 2)[-1]
+    err = error_of(base + ["--keras-flags", "--backward-per-view maybe"], capsys)
+    assert "--keras-flags=" in err and "maybe" in err
+    official.check_args(official.parse_args(base + ["--keras-flags", "--backward-per-view true"]))
