@@ -318,7 +318,8 @@ class FRA(keras.Model):
         backward pass runs in turn, the second view's forward waiting for the first view's gradients, so
         the activations of the first view are freed before the second's are made: the loss is a sum of
         one term per online view (`_view_loss`), so the gradients are the same, summed in another
-        order (float rounding only). It halves the activations a step holds (docs/scaling.md, "Memory")."""
+        order (float rounding only). Only one view's activations are held at a time: measured -650 MiB on
+        a 3.5 GB step at ResNet-50, 224 px, batch 8 (docs/scaling.md, "Memory")."""
         def scaled(loss):  # gradients are summed over replicas: each contributes 1/num_replicas
             return self.optimizer.scale_loss(loss / distributed.num_replicas())
 
