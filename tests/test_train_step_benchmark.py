@@ -69,5 +69,10 @@ def test_no_optimizer_floor_returns_the_weight_gradients():
     n = len(online.trainable_variables)
     assert sums.shape == (n + 2,)                    # + the two target forward passes
     np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-5)
-    np.testing.assert_allclose(sums.numpy()[:n], [float(tf.reduce_sum(g)) for g in grads], rtol=1e-4, atol=1e-7)
+    # A gradient's sum can cancel to near zero, so each is compared on the scale of its absolute sum
+    # (the compiled step and the eager one round differently).
+    want = np.array([float(tf.reduce_sum(g)) for g in grads])
+    scale = np.array([float(tf.reduce_sum(tf.abs(g))) for g in grads])
+    assert np.all(np.abs(sums.numpy()[:n] - want) <= 1e-3 * scale + 1e-7), np.max(
+        np.abs(sums.numpy()[:n] - want) / (scale + 1e-30))
     assert np.count_nonzero(sums.numpy()[:n]) > n // 2
