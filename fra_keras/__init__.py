@@ -44,6 +44,7 @@ __all__ = sorted(_LAZY)
 #: Every module holding a `@keras.saving.register_keras_serializable` class (a test checks the list).
 SERIALIZABLE_MODULES = (
     "fra_keras.optimizers",
+    "fra_keras.models.normalization",
     "fra_keras.models.backbone",
     "fra_keras.models.heads",
     "fra_keras.models.mask_decoder",

@@ -65,6 +65,8 @@ class FRAConfig:
     backbone_padding: str = "zeros"     # opt-in "circular": wrap-around padding, no absolute position in
                                         # the features (models/backbone.py; docs/method.md, "Region recipes")
     sync_batchnorm: bool = True         # `--norm SyncBN` in the reference; only matters when distributed
+    fused_batchnorm: bool = True        # training-mode BN through TF's fused kernel: same mathematics,
+                                        # faster (models/normalization.py; docs/scaling.md, "Fused BatchNorm")
     bn_momentum: float = 0.9            # PyTorch momentum 0.1 == Keras momentum 0.9
     bn_epsilon: float = 1e-5
 
@@ -173,7 +175,7 @@ class FRAConfig:
         _choice("cluster_targets", self.cluster_targets, CLUSTER_TARGETS)
         _choice("synthetic_profile", self.synthetic_profile, SYNTHETIC_PROFILES)
         _choice("augment_on_device", str(self.augment_on_device).lower(), AUGMENT_MODES)
-        for name in ("region_losses", "sync_batchnorm", "decoder_query_content"):
+        for name in ("region_losses", "sync_batchnorm", "fused_batchnorm", "decoder_query_content"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
         for name in ("backbone_width", "proj_dim", "hidden_dim", "num_regions", "decoder_dim",

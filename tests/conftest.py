@@ -47,6 +47,15 @@ def two_logical_cpus():
     return devices[:2]
 
 
+@pytest.fixture(scope="session")
+def mirrored_strategy(two_logical_cpus):
+    """One MirroredStrategy over the two logical CPUs for the whole session: a second strategy on the
+    same devices would reuse collective instance keys and clash with the first one's all-reduces."""
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(two_logical_cpus)
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,
                      help="also run tests marked slow (paper-size steps, long runs)")

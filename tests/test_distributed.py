@@ -55,10 +55,9 @@ EPS32 = float(np.finfo(np.float32).eps)
 
 
 @pytest.fixture(scope="module")
-def strategy(two_logical_cpus):
-    """One MirroredStrategy over the two logical CPUs for the whole module: a second strategy on the
-    same devices would reuse collective instance keys and clash with the first one's all-reduces."""
-    return tf.distribute.MirroredStrategy(two_logical_cpus)
+def strategy(mirrored_strategy):
+    """The session's MirroredStrategy over the two logical CPUs (tests/conftest.py)."""
+    return mirrored_strategy
 
 
 def _batch(seed=0, geometry=False):

@@ -17,6 +17,7 @@ from fra_keras.models.backbone import CircularPadding2D
 from fra_keras.models.heads import MLPHead
 from fra_keras.models.mask_decoder import DecoderLayer, MaskDecoder, TokenAttention
 from fra_keras.models.neck import FRANeck
+from fra_keras.models.normalization import BatchNormalization
 
 B = 2
 NECK = dict(hidden_dim=10, proj_dim=8, num_regions=3, decoder_dim=8, decoder_heads=2, decoder_layers=1,
@@ -42,6 +43,9 @@ CASES = [
      dict(z=(B, 8), pixel=(B, 3, 4, 8), masks=(B, 3, 8), mask_mean=(3, 8), logits=(B, 3, 4, 3),
           attention=(B, 3, 4, 3), regions=(B, 3, 8)), NECK_MIXED),
     ("neck_byol", FRANeck, dict(NECK, region_branch=False, synchronized=True), (B, 3, 4, 12), dict(z=(B, 8)), None),
+    ("batchnorm_fused", BatchNormalization, dict(momentum=0.8, epsilon=1e-3), (B, 3, 4, 5), (B, 3, 4, 5), None),
+    ("batchnorm_unfused", BatchNormalization, dict(fused=False, synchronized=True, center=False), (B, 5),
+     (B, 5), None),
     ("circular_padding", CircularPadding2D, dict(padding=2), (B, 3, 4, 5), (B, 7, 8, 5), None),
     # SoftArgmax2D computes in float32 whatever the policy (its docstring).
     ("soft_argmax", SoftArgmax2D, dict(), (B, 4, 5, 3), ((B, 3, 2), (B, 4, 5, 3)), ("float32", "float32")),

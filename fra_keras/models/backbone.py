@@ -33,6 +33,7 @@ import keras
 from keras import layers
 
 from fra_keras.config import FRAConfig
+from fra_keras.models.normalization import BatchNormalization
 
 _DEPTHS = {
     "resnet18": ("basic", (2, 2, 2, 2)),
@@ -81,11 +82,12 @@ class CircularPadding2D(layers.Layer):
 class _Builder:
     """Holds the normalisation and padding settings while the functional graph is built."""
 
-    def __init__(self, bn_momentum, bn_epsilon, synchronized, padding="zeros"):
+    def __init__(self, bn_momentum, bn_epsilon, synchronized, padding="zeros", fused_batchnorm=True):
         self.bn_momentum = bn_momentum
         self.bn_epsilon = bn_epsilon
         self.synchronized = synchronized
         self.padding = padding
+        self.fused_batchnorm = fused_batchnorm
 
     def pad(self, x, pad, name):
         """Explicit padding of `pad` pixels: zeros (PyTorch's) or wrap-around (`padding="circular"`)."""
@@ -104,8 +106,8 @@ class _Builder:
                              use_bias=False, kernel_initializer=conv_initializer(), name=name)(x)
 
     def bn(self, x, name):
-        return layers.BatchNormalization(axis=-1, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                         synchronized=self.synchronized, name=name)(x)
+        return BatchNormalization(axis=-1, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                                  synchronized=self.synchronized, fused=self.fused_batchnorm, name=name)(x)
 
     def basic_block(self, x, planes, stride, dilation, prev_dilation, downsample, name):
         identity = x
@@ -137,7 +139,8 @@ class _Builder:
 
 
 def resnet(depth="resnet50", width=64, output_stride=32, bn_momentum=0.9, bn_epsilon=1e-5,
-           synchronized=False, input_shape=(None, None, 3), name="backbone", padding="zeros"):
+           synchronized=False, input_shape=(None, None, 3), name="backbone", padding="zeros",
+           fused_batchnorm=True):
     """Build a torchvision-layout ResNet trunk as a functional `keras.Model`.
 
     Args:
@@ -146,6 +149,7 @@ def resnet(depth="resnet50", width=64, output_stride=32, bn_momentum=0.9, bn_eps
       output_stride: 32, 16 or 8 (dilation replaces the stride of the last stages).
       synchronized: SyncBN across replicas (`--norm SyncBN` of the reference) when distributed.
       padding: "zeros" (torchvision) or "circular" (wrap-around; see the module docstring).
+      fused_batchnorm: training-mode BatchNorm through TF's fused kernel (models/normalization.py).
     Returns: Model mapping normalised images (B, H, W, 3) to the feature map (B, H/s, W/s, C), with
       C = 8 * width * (4 for bottleneck nets, 1 otherwise).
     """
@@ -156,7 +160,7 @@ def resnet(depth="resnet50", width=64, output_stride=32, bn_momentum=0.9, bn_eps
     if padding not in PADDINGS:
         raise ValueError(f"padding={padding!r} must be one of {PADDINGS}")
     block_type, counts = _DEPTHS[depth]
-    builder = _Builder(bn_momentum, bn_epsilon, synchronized, padding)
+    builder = _Builder(bn_momentum, bn_epsilon, synchronized, padding, fused_batchnorm)
     block = builder.basic_block if block_type == "basic" else builder.bottleneck
     expansion = 1 if block_type == "basic" else 4
     dilate = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}[output_stride]
@@ -192,7 +196,7 @@ def build_backbone(config: FRAConfig, name="backbone", synchronized=None):
     sync = config.sync_batchnorm if synchronized is None else synchronized
     return resnet(config.backbone, width=config.backbone_width, output_stride=config.output_stride,
                   bn_momentum=config.bn_momentum, bn_epsilon=config.bn_epsilon, synchronized=sync,
-                  name=name, padding=config.backbone_padding)
+                  name=name, padding=config.backbone_padding, fused_batchnorm=config.fused_batchnorm)
 
 
 def load_backbone(path: str, config: FRAConfig | None = None):

@@ -122,10 +122,11 @@ class FRA(keras.Model):
                         decoder_ffn_dim=c.decoder_ffn_dim, decoder_dropout=c.decoder_dropout,
                         heatmap_scale=c.heatmap_scale, region_branch=c.region_losses,
                         bn_momentum=c.bn_momentum, bn_epsilon=c.bn_epsilon, synchronized=c.sync_batchnorm,
-                        decoder_query_content=c.decoder_query_content)
+                        decoder_query_content=c.decoder_query_content, fused_batchnorm=c.fused_batchnorm)
             self.neck = FRANeck(name="neck", **neck)
             self.target_neck = FRANeck(name="target_neck", **neck)
-            mlp = dict(bn_momentum=c.bn_momentum, bn_epsilon=c.bn_epsilon, synchronized=c.sync_batchnorm)
+            mlp = dict(bn_momentum=c.bn_momentum, bn_epsilon=c.bn_epsilon, synchronized=c.sync_batchnorm,
+                       fused_batchnorm=c.fused_batchnorm)
             self.predictor = MLPHead(c.hidden_dim, c.proj_dim, name="predictor", **mlp)
             self.region_predictor = (MLPHead(c.hidden_dim, c.proj_dim, name="region_predictor", **mlp)
                                      if c.region_losses else None)

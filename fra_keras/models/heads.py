@@ -12,6 +12,7 @@ import keras
 from keras import layers
 
 from fra_keras.models.backbone import conv_initializer
+from fra_keras.models.normalization import BatchNormalization
 
 
 @keras.saving.register_keras_serializable(package="fra_keras")
@@ -26,18 +27,19 @@ class MLPHead(layers.Layer):
     """
 
     def __init__(self, hidden_dim, output_dim, bn_momentum=0.9, bn_epsilon=1e-5, synchronized=False,
-                 **kwargs):
+                 fused_batchnorm=True, **kwargs):
         super().__init__(**kwargs)
         self.hidden_dim = int(hidden_dim)
         self.output_dim = int(output_dim)
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
         self.synchronized = bool(synchronized)
+        self.fused_batchnorm = bool(fused_batchnorm)
         self.dense1 = layers.Dense(self.hidden_dim, use_bias=False, kernel_initializer=conv_initializer(),
                                    dtype=self.dtype_policy, name="dense1")
-        self.norm = layers.BatchNormalization(axis=-1, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                              synchronized=self.synchronized, dtype=self.dtype_policy,
-                                              name="norm")
+        self.norm = BatchNormalization(axis=-1, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                                       synchronized=self.synchronized, fused=self.fused_batchnorm,
+                                       dtype=self.dtype_policy, name="norm")
         self.dense2 = layers.Dense(self.output_dim, use_bias=False, kernel_initializer=conv_initializer(),
                                    dtype=self.dtype_policy, name="dense2")
 
@@ -60,5 +62,6 @@ class MLPHead(layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(hidden_dim=self.hidden_dim, output_dim=self.output_dim, bn_momentum=self.bn_momentum,
-                      bn_epsilon=self.bn_epsilon, synchronized=self.synchronized)
+                      bn_epsilon=self.bn_epsilon, synchronized=self.synchronized,
+                      fused_batchnorm=self.fused_batchnorm)
         return config

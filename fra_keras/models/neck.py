@@ -32,7 +32,7 @@ class FRANeck(layers.Layer):
     def __init__(self, hidden_dim=4096, proj_dim=256, num_regions=8, decoder_dim=256, decoder_heads=8,
                  decoder_layers=2, decoder_ffn_dim=256, decoder_dropout=0.1, heatmap_scale=1.0,
                  region_branch=True, bn_momentum=0.9, bn_epsilon=1e-5, synchronized=False,
-                 decoder_query_content=False, **kwargs):
+                 decoder_query_content=False, fused_batchnorm=True, **kwargs):
         super().__init__(**kwargs)
         self.hidden_dim, self.proj_dim, self.num_regions = int(hidden_dim), int(proj_dim), int(num_regions)
         self.decoder_dim, self.decoder_heads = int(decoder_dim), int(decoder_heads)
@@ -41,8 +41,9 @@ class FRANeck(layers.Layer):
         self.region_branch = bool(region_branch)
         self.decoder_query_content = bool(decoder_query_content)
         self.bn_momentum, self.bn_epsilon, self.synchronized = float(bn_momentum), float(bn_epsilon), bool(synchronized)
+        self.fused_batchnorm = bool(fused_batchnorm)
         mlp = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, synchronized=self.synchronized,
-                   dtype=self.dtype_policy)
+                   fused_batchnorm=self.fused_batchnorm, dtype=self.dtype_policy)
         self.proj = MLPHead(self.hidden_dim, self.proj_dim, name="proj", **mlp)
         if self.region_branch:
             self.pixel_proj = MLPHead(self.hidden_dim, self.proj_dim, name="pixel_proj", **mlp)
@@ -88,5 +89,5 @@ class FRANeck(layers.Layer):
             decoder_ffn_dim=self.decoder_ffn_dim, decoder_dropout=self.decoder_dropout,
             heatmap_scale=self.heatmap_scale, region_branch=self.region_branch, bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon, synchronized=self.synchronized,
-            decoder_query_content=self.decoder_query_content)
+            decoder_query_content=self.decoder_query_content, fused_batchnorm=self.fused_batchnorm)
         return config

@@ -1,6 +1,10 @@
-"""Opt-in `backward_per_view`: each online view's forward and backward pass in turn gives the step of
-the default single tape -- the loss is a sum of one term per online view (FRA._view_loss), so only the
-order in which the two views' gradients are summed differs.
+"""Options that change how a step is computed, not what it computes, give the default step:
+
+* opt-in `backward_per_view`: each online view's forward and backward pass in turn gives the step of
+  the default single tape -- the loss is a sum of one term per online view (FRA._view_loss), so only the
+  order in which the two views' gradients are summed differs;
+* `fused_batchnorm=False` (Keras's BatchNorm ops) gives the default fused-kernel step
+  (models/normalization.py; the layer itself is checked against NumPy in tests/test_normalization.py).
 
 Both models are built from the same seed (same weights and the same dropout streams: the layers are
 called in the same order) and take one step on the same batch. Compared: every logged metric, and every
@@ -54,26 +58,28 @@ def _one_step(run_eagerly, **fields):
     return before, [np.array(v) for v in variables], logs, [v.path for v in variables]
 
 
-@pytest.mark.parametrize("fields, run_eagerly", [
-    (dict(), True),
-    (dict(cluster_targets="cross_view"), True),
-    (dict(region_losses=False), False),   # plain BYOL, compiled: the graph path with its control dependencies
-], ids=["fra", "cross-view", "byol-compiled"])
-def test_backward_per_view_takes_the_default_step(fields, run_eagerly):
+@pytest.mark.parametrize("option, fields, run_eagerly", [
+    (dict(backward_per_view=True), dict(), True),
+    (dict(backward_per_view=True), dict(cluster_targets="cross_view"), True),
+    # plain BYOL, compiled: the graph path with its control dependencies
+    (dict(backward_per_view=True), dict(region_losses=False), False),
+    (dict(fused_batchnorm=False), dict(), False),
+], ids=["per-view-fra", "per-view-cross-view", "per-view-byol-compiled", "unfused-bn-fra-compiled"])
+def test_option_takes_the_default_step(option, fields, run_eagerly):
     before, default, logs_default, paths = _one_step(run_eagerly, **fields)
-    before_pv, per_view, logs_pv, _ = _one_step(run_eagerly, backward_per_view=True, **fields)
-    assert all(np.array_equal(a, b) for a, b in zip(before, before_pv))      # the same starting point
-    assert set(logs_pv) == set(METRIC_NAMES)
+    before_other, other, logs_other, _ = _one_step(run_eagerly, **option, **fields)
+    assert all(np.array_equal(a, b) for a, b in zip(before, before_other))      # the same starting point
+    assert set(logs_other) == set(METRIC_NAMES)
     for name in METRIC_NAMES:
-        assert logs_pv[name] == pytest.approx(logs_default[name], rel=1e-5, abs=1e-7), name
+        assert logs_other[name] == pytest.approx(logs_default[name], rel=1e-5, abs=1e-7), name
     bad, moved = [], 0
-    for path, start, a_def, a_pv in zip(paths, before, default, per_view):
-        start, a_def, a_pv = (x.astype(np.float64) for x in (start, a_def, a_pv))
-        d_def, d_pv = a_def - start, a_pv - start
+    for path, start, a_def, a_other in zip(paths, before, default, other):
+        start, a_def, a_other = (x.astype(np.float64) for x in (start, a_def, a_other))
+        d_def, d_other = a_def - start, a_other - start
         allowed = ABSOLUTE + RELATIVE * np.linalg.norm(d_def) + 2 * EPS32 * max(np.linalg.norm(start), np.linalg.norm(a_def))
         moved += np.linalg.norm(d_def) > 1e-6
-        if np.linalg.norm(d_pv - d_def) > allowed:
-            bad.append(f"{path}: |d_per_view - d_default| {np.linalg.norm(d_pv - d_def):.3g} > {allowed:.3g} "
+        if np.linalg.norm(d_other - d_def) > allowed:
+            bad.append(f"{path}: |d_option - d_default| {np.linalg.norm(d_other - d_def):.3g} > {allowed:.3g} "
                        f"(|d_default| {np.linalg.norm(d_def):.3g})")
     assert moved > len(paths) // 2          # the comparison is not vacuous
     assert not bad, f"{len(bad)} of {len(paths)} updates differ:\n" + "\n".join(bad)
