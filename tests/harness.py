@@ -9,6 +9,7 @@ Session-scoped fixtures built from these helpers (the tiny export) live in tests
   `save_run(model, folder)` writes it as a pre-training run folder.
 * `PRETRAIN_SMALL`: the tiny model as `python -m fra_keras.pretrain` flags (8 synthetic faces, 2 steps
   per epoch, 1 warm-up epoch, no heatmap pictures), for the CLI tests and their shared runs.
+* `two_view_batch(batch, seed, geometry)`: random views (and crop geometries) for one `train_on_batch`.
 * `perturb_batchnorm(model, seed, ...)`: non-trivial BatchNorm statistics, so that an export or a copy
   that drops them is caught.
 * `randomize_weights(layer, rng)`: every weight random, so that no term of a layer is silently zero.
@@ -91,6 +92,21 @@ def save_run(model, folder) -> dict:
     model.backbone.save_weights(paths["weights"])
     model.config.to_json(paths["config"])
     return paths
+
+
+def two_view_batch(batch: int, seed: int = 0, geometry: bool = False, size: int = 64) -> dict:
+    """Random normalised views (batch, size, size, 3) under "view1" / "view2"; `geometry`: also random crop
+    geometries "view<i>_geometry" (batch, 5) = (top, left, bottom, right, flipped) for cross-view
+    targets, boxes of side 0.3-0.5 so that views overlap on different numbers of cells."""
+    rng = np.random.default_rng(seed)
+    out = {k: rng.normal(size=(batch, size, size, 3)).astype("float32") for k in ("view1", "view2")}
+    if geometry:
+        for view in ("view1", "view2"):
+            lo = rng.uniform(0.0, 0.5, size=(batch, 2))
+            hi = lo + rng.uniform(0.3, 0.5, size=(batch, 2))
+            out[view + "_geometry"] = np.concatenate([lo, hi, rng.integers(0, 2, size=(batch, 1))],
+                                                     axis=1).astype("float32")
+    return out
 
 
 def perturb_batchnorm(model, seed: int = 0, mean_std: float = 0.2, variance=(0.5, 1.5), gamma_scale=None):

@@ -39,6 +39,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from harness import two_view_batch
+
 from fra_keras import distributed, losses
 from fra_keras.config import FRAConfig
 from fra_keras.models import fra, neck
@@ -61,17 +63,9 @@ def strategy(mirrored_strategy):
 
 
 def _batch(seed=0, geometry=False):
-    """The global batch; `geometry`: also random crop geometries (cross-view targets), drawn so that
-    the two replicas' halves overlap on different numbers of cells."""
-    rng = np.random.default_rng(seed)
-    batch = {k: rng.normal(size=(2 * B, 64, 64, 3)).astype("float32") for k in ("view1", "view2")}
-    if geometry:
-        for view in ("view1", "view2"):
-            lo = rng.uniform(0.0, 0.5, size=(2 * B, 2))
-            hi = lo + rng.uniform(0.3, 0.5, size=(2 * B, 2))
-            batch[view + "_geometry"] = np.concatenate([lo, hi, rng.integers(0, 2, size=(2 * B, 1))],
-                                                       axis=1).astype("float32")
-    return batch
+    """The global batch (2B images; `geometry`: with crop geometries, so that the two replicas' halves
+    overlap on different numbers of cells)."""
+    return two_view_batch(2 * B, seed, geometry)
 
 
 def _variables(model):

@@ -92,6 +92,12 @@ def _geometries(data, config):
     return [x[key] for key in keys]
 
 
+def _sum_terms(terms):
+    """(loss, parts) of the step from the two views' `FRA._view_loss` results: each summed over views."""
+    (loss_a, parts_a), (loss_b, parts_b) = terms
+    return loss_a + loss_b, {k: parts_a[k] + parts_b[k] for k in parts_a}
+
+
 @keras.saving.register_keras_serializable(package="fra_keras")
 class FRA(keras.Model):
     """FRA self-supervised pre-training model.
@@ -274,8 +280,7 @@ class FRA(keras.Model):
 
         `step`: the optimizer step (for the clustering-weight ramp); None = the full weight.
         `geometry`: the two views' (B, 5) crop geometries (`_geometries`), for cross-view targets."""
-        terms = [self._view_loss(a, online[a], target, training, step, geometry) for a in (0, 1)]
-        return terms[0][0] + terms[1][0], {k: terms[0][1][k] + terms[1][1][k] for k in terms[0][1]}
+        return _sum_terms([self._view_loss(a, online[a], target, training, step, geometry) for a in (0, 1)])
 
     def _view_loss(self, a, online_a, target, training=True, step=None, geometry=None):
         """(loss, parts) of online view `a` (0 or 1): every term of the FRA loss that reads that view's
@@ -342,8 +347,7 @@ class FRA(keras.Model):
             view_grads = tape.gradient(scaled_loss, variables)
             grads = view_grads if grads is None else [
                 g if v is None else v if g is None else g + v for g, v in zip(grads, view_grads)]
-        parts = {k: terms[0][1][k] + terms[1][1][k] for k in terms[0][1]}
-        return online, terms[0][0] + terms[1][0], parts, grads
+        return (online, *_sum_terms(terms), grads)
 
     def _health(self, online):
         """Collapse and region-usage signals (no gradient): z_std, region_entropy and mask_cosine, the
