@@ -35,6 +35,10 @@ runs the timed steps with Python's garbage collector disabled.
 --compare-keras-attention adds a third step to the rounds: the FRA step with the mask decoder's
 attention run by Keras' MultiHeadAttention, as before `TokenAttention` (same function and weights).
 
+--compare-unfused-batchnorm adds two more steps to the rounds: the FRA step and the floor built with
+`fused_batchnorm=False` (Keras's BatchNorm ops instead of TensorFlow's fused kernel; same mathematics),
+and prints unfused / fused time ratios measured side by side.
+
 --pieces adds a breakdown: forward+backward time of each head on the real feature shapes, the losses,
 the optimiser update and the EMA, each as its own `tf.function` (see docs/scaling.md for figures).
 Any FRAConfig field can be overridden with its flag (`--hidden-dim 1024`, `--precision mixed_bfloat16`).
@@ -77,6 +81,9 @@ def parse_args(argv=None):
     parser.add_argument("--compare-keras-attention", action="store_true",
                         help="also time, in the same rounds, the FRA step with the mask decoder's attention run by "
                              "Keras' MultiHeadAttention (the implementation before TokenAttention, same weights)")
+    parser.add_argument("--compare-unfused-batchnorm", action="store_true",
+                        help="also time, in the same rounds, the FRA step and the floor with fused_batchnorm=False "
+                             "(Keras's BatchNorm ops) and print unfused / fused ratios")
     parser.add_argument("--gc-off", action="store_true",
                         help="disable Python's garbage collector during the timed steps")
     cli_utils.add_config_flags(parser)
@@ -183,6 +190,12 @@ def floor_step_fn(config, jit, update=True):
         return consume(loss, t)
 
     return online, step
+
+
+def unfused_batchnorm(config):
+    """`config` with Keras's BatchNorm ops instead of the fused kernel, all else equal (the A/B of
+    --compare-unfused-batchnorm)."""
+    return config.replace(fused_batchnorm=False)
 
 
 def time_rounds(fns, views, steps, repeats, warmup, cpu=None):
@@ -432,15 +445,22 @@ def main(argv=None):
     if args.compare_keras_attention:
         keras_model, steps["fra_keras_attention"] = fra_step_fn(config, jit, update)
         use_keras_attention(keras_model)
+    if args.compare_unfused_batchnorm:
+        unfused = unfused_batchnorm(config)
+        _, steps["fra_unfused_bn"] = fra_step_fn(unfused, jit, update)
+        _, steps["floor_unfused_bn"] = floor_step_fn(unfused, jit, update)
     cpu = {}
     times = time_rounds(steps, views, args.steps, args.repeats, args.warmup, cpu)
     b = config.batch_size
-    labels = dict(fra="FRA step", floor="floor (2 fwd+bwd + 2 fwd)", fra_keras_attention="FRA, Keras MHA decoder")
+    labels = dict(fra="FRA step", floor="floor (2 fwd+bwd + 2 fwd)", fra_keras_attention="FRA, Keras MHA decoder",
+                  fra_unfused_bn="FRA, unfused BatchNorm", floor_unfused_bn="floor, unfused BatchNorm")
     for name in times:
         med, best = statistics.median(times[name]), min(times[name])
         print(f"{labels[name]:28s} {b / med:8.1f} samples/s (median)  {b / best:8.1f} (best)  {1000 * med:8.1f} ms/step"
               f"  {1000 * statistics.median(cpu[name]):8.1f} CPU ms/step")
-    for name, base in (("fra", "floor"), ("fra_keras_attention", "floor"), ("fra_keras_attention", "fra")):
+    for name, base in (("fra", "floor"), ("fra_keras_attention", "floor"), ("fra_keras_attention", "fra"),
+                       ("fra_unfused_bn", "floor_unfused_bn"), ("fra_unfused_bn", "fra"),
+                       ("floor_unfused_bn", "floor")):
         if name in times:
             ratios = sorted(f / g for f, g in zip(times[name], times[base]))
             print(f"{labels[name]} / {labels[base].split(' (')[0]} time ratio: "

@@ -76,3 +76,23 @@ def test_no_optimizer_floor_returns_the_weight_gradients():
     assert np.all(np.abs(sums.numpy()[:n] - want) <= 1e-3 * scale + 1e-7), np.max(
         np.abs(sums.numpy()[:n] - want) / (scale + 1e-30))
     assert np.count_nonzero(sums.numpy()[:n]) > n // 2
+
+
+def test_unfused_comparison_changes_only_the_batchnorm_kernel():
+    """--compare-unfused-batchnorm times models whose every BatchNorm takes Keras's ops, from a config
+    equal to the timed one in every other field."""
+    import dataclasses
+
+    from harness import tiny_config
+
+    from fra_keras.models.normalization import BatchNormalization
+
+    bench = _bench()
+    config = tiny_config()
+    unfused = bench.unfused_batchnorm(config)
+    differ = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(unfused, f.name)]
+    assert differ == ["fused_batchnorm"] and config.fused_batchnorm and not unfused.fused_batchnorm
+    for cfg, fused in ((config, True), (unfused, False)):
+        online, _ = bench.floor_step_fn(cfg, jit=False, update=False)
+        norms = [layer for layer in online.layers if isinstance(layer, BatchNormalization)]
+        assert norms and all(layer.fused is fused for layer in norms)
