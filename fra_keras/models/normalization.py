@@ -11,9 +11,10 @@ arithmetic in one kernel with a hand-written gradient kernel: on the 2-core CPU 
 * moving statistics: m <- momentum * m + (1 - momentum) * stat with Keras's *biased* variance. The
   fused kernel returns the unbiased one (var_B * n / (n - 1), n = values per channel), so it is scaled
   back by (n - 1) / n before the update.
-* epsilon: the kernel requires epsilon >= 1.001e-5 (cuDNN's minimum plus a margin, as in
-  `tf.compat.v1.nn.fused_batch_norm`), so the project's 1e-5 becomes 1.001e-5 on this path: a
-  relative change of at most 5e-9 / (var_B + eps) in the output.
+* epsilon: cuDNN's kernel needs epsilon >= 1e-5, and TensorFlow's own wrapper
+  (`tf.compat.v1.nn.fused_batch_norm`) raises it to 1.001e-5 so that float rounding stays above that;
+  this layer does the same on every device (CPU and GPU compute one thing), so the project's 1e-5
+  becomes 1.001e-5 on this path: a relative change of at most 5e-9 / (var_B + eps) in the output.
 
 The fused path runs only where it is the same computation: training mode, channels last, no mask, no
 renormalisation, and not synchronized across more than one replica (SyncBN needs the all-reduced
