@@ -102,6 +102,9 @@ def run_trial(args, batch_size) -> dict:
 
     from fra_keras.models.fra import FRA, resolve_jit_compile
 
+    sys.path.insert(0, HERE)
+    import train_step   # benchmarks/train_step.py: the random views every step benchmark feeds
+
     if args.smoke and batch_size > SMOKE_OOM_ABOVE:
         raise OutOfMemory(f"simulated out-of-memory above batch {SMOKE_OOM_ABOVE} (--smoke)")
     config = trial_config(args, batch_size)
@@ -111,9 +114,7 @@ def run_trial(args, batch_size) -> dict:
         model = FRA(config)
         model.compile(jit_compile=jit)
         step = model.train_step if args.smoke else tf.function(model.train_step, jit_compile=jit)
-        g = tf.random.Generator.from_seed(batch_size)
-        shape = (batch_size, config.image_size, config.image_size, 3)
-        views = {"view1": g.normal(shape), "view2": g.normal(shape)}
+        views = train_step.random_views(config, seed=batch_size)
         start = time.perf_counter()
         for _ in range(args.warmup):
             float(step(views)["loss"])

@@ -94,12 +94,21 @@ def parse_args(argv=None):
     return args, FRAConfig.from_preset(args.preset, **overrides)
 
 
-def random_views(config, seed=0):
+def random_views(config, seed=0, batch_size=None):
+    """Random normal views {"view1", "view2"} (B, S, S, 3), B = `batch_size` or the config's, plus
+    whole-image crop geometries when the config's clustering targets need them (`cluster_targets=
+    "cross_view"`, the tiny preset's default): the step then does the cross-view work it does in training."""
     import tensorflow as tf
 
+    from fra_keras.data import augment
+
+    batch = batch_size or config.batch_size
     g = tf.random.Generator.from_seed(seed)
-    shape = (config.batch_size, config.image_size, config.image_size, 3)
-    return {"view1": g.normal(shape), "view2": g.normal(shape)}
+    shape = (batch, config.image_size, config.image_size, 3)
+    views = {"view1": g.normal(shape), "view2": g.normal(shape)}
+    if augment.needs_geometry(config):
+        views.update({view + "_geometry": augment.whole_image_geometry(batch) for view in ("view1", "view2")})
+    return views
 
 
 def fra_step_fn(config, jit, update=True):
@@ -108,7 +117,7 @@ def fra_step_fn(config, jit, update=True):
     import tensorflow as tf
 
     from fra_keras.data.device_augment import augment_views
-    from fra_keras.models.fra import FRA
+    from fra_keras.models.fra import FRA, _geometries
 
     model = FRA(config)
     model.compile(jit_compile=jit)
@@ -119,10 +128,11 @@ def fra_step_fn(config, jit, update=True):
     @tf.function(jit_compile=jit, reduce_retracing=True)
     def gradients_only(views):
         data = augment_views(views, config)
+        geometry = _geometries(data, config)
         views = [data["view1"], data["view2"]]
         target = [model._run_network(model.target_backbone, model.target_neck, v, True) for v in views]
         target = [{k: tf.stop_gradient(v) for k, v in t.items()} for t in target]
-        _, loss, _, grads = model._online_gradients(views, target, model.optimizer.iterations, None,
+        _, loss, _, grads = model._online_gradients(views, target, model.optimizer.iterations, geometry,
                                                     model.optimized_variables)
         return consume(loss, grads)
 

@@ -4,7 +4,7 @@ Import from any test module (pytest puts tests/ on `sys.path`): `from harness im
 Session-scoped fixtures built from these helpers (the tiny export) live in tests/conftest.py.
 
 * `tiny_config(**overrides)`: the tiny preset at 64 px with 8-wide ResNet-18 and 16-wide heads, batch
-  4, one epoch of 2 steps; a test overrides only what it is about (`steps_per_epoch=5`, `precision=...`).
+  4, one epoch of 2 steps, same-view clustering targets (see `TINY`); a test overrides only what it is about (`steps_per_epoch=5`, `precision=...`).
 * `tiny_model(seed, **overrides)`: `FRA(tiny_config(**overrides))` from a fixed seed;
   `save_run(model, folder)` writes it as a pre-training run folder.
 * `PRETRAIN_SMALL`: the tiny model as `python -m fra_keras.pretrain` flags (8 synthetic faces, 2 steps
@@ -32,10 +32,14 @@ from fra_keras.config import FRAConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: The tiny test model's overrides of the `tiny` preset (read-only; `tiny_config` copies it).
+#: The tiny test model's overrides of the `tiny` preset (read-only; `tiny_config` copies it). Its
+#: clustering loss is the reference's (same-view targets, weight 0.1), so that the many tests that feed
+#: hand-made view pairs need no crop geometries; the preset's cross-view default is exercised through
+#: the pipeline by the CLI tests (`PRETRAIN_SMALL`) and by tests/test_cross_view.py.
 TINY = types.MappingProxyType(dict(
     image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-    decoder_heads=2, batch_size=4, steps_per_epoch=2, epochs=1, warmup_epochs=0))
+    decoder_heads=2, batch_size=4, steps_per_epoch=2, epochs=1, warmup_epochs=0,
+    cluster_targets="same_view", cluster_loss_weight=0.1))
 
 
 #: The tiny model as `python -m fra_keras.pretrain` flags (read-only; `list(PRETRAIN_SMALL) + [...]`).

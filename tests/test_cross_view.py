@@ -15,7 +15,7 @@ from PIL import Image
 from fra_keras import losses
 from fra_keras.config import ConfigError, FRAConfig
 from fra_keras.data import augment, device_augment
-from harness import tiny_config, tiny_model
+from harness import tiny_config, tiny_model, two_view_batch
 from test_losses import _log_softmax, _softmax, ref_sinkhorn
 
 SOURCE_H, SOURCE_W = 150, 200
@@ -231,13 +231,21 @@ def test_pipeline_geometry_describes_the_views(tmp_path, on_device):
             np.testing.assert_allclose(got, want, atol=3.0 / 255)
 
 
-def test_pipeline_adds_no_geometry_by_default(tmp_path):
+@pytest.mark.parametrize("overrides", [dict(cluster_targets="same_view"), dict(region_losses=False)],
+                         ids=["same-view", "no-region-losses"])
+def test_pipeline_adds_geometry_only_when_the_loss_uses_it(tmp_path, overrides):
+    """The tiny preset's batches carry geometry (cross-view targets); with same-view targets (the
+    reference) or without the region losses (plain BYOL) they are the two views alone."""
     from fra_keras.data.pipeline import pretraining_dataset
 
     Image.fromarray(ramp_image()).save(tmp_path / "ramp.png")
-    config = FRAConfig.from_preset("tiny", batch_size=2)
-    batch = next(iter(pretraining_dataset(config, data_dir=str(tmp_path), augment_on_device="false")))
-    assert sorted(batch) == ["view1", "view2"]
+    keys = {}
+    for name, fields in (("default", {}), ("other", overrides)):
+        config = FRAConfig.from_preset("tiny", batch_size=2, image_size=SIZE, **fields)
+        batch = next(iter(pretraining_dataset(config, data_dir=str(tmp_path), augment_on_device="false")))
+        keys[name] = sorted(batch)
+    assert keys["default"] == ["view1", "view1_geometry", "view2", "view2_geometry"]
+    assert keys["other"] == ["view1", "view2"]
 
 
 def _batch(rng, b=4, size=64):
@@ -277,7 +285,32 @@ def test_fra_cross_view_without_geometry_is_a_clear_error():
         model.train_on_batch(views)
 
 
+def test_whole_image_geometry_gives_the_same_view_loss():
+    """`whole_image_geometry` (the geometry of a view that is its whole source image) maps every cell to
+    the same cell: on a hand-made pair of identical views the cross-view step's loss equals the
+    same-view step's. Its rows are [0, 0, 1, 1, 0]."""
+    from fra_keras.data.augment import whole_image_geometry
+
+    geometry = whole_image_geometry(3).numpy()
+    np.testing.assert_array_equal(geometry, np.tile([[0.0, 0.0, 1.0, 1.0, 0.0]], (3, 1)))
+    views = two_view_batch(4, seed=7)
+    views["view2"] = views["view1"]
+    losses = {}
+    for targets in ("same_view", "cross_view"):
+        model = tiny_model(0, cluster_targets=targets, decoder_dropout=0.0)
+        model.compile()
+        batch = dict(views)
+        if targets == "cross_view":
+            batch.update({v + "_geometry": whole_image_geometry(4) for v in ("view1", "view2")})
+        losses[targets] = model.test_on_batch(batch, return_dict=True)
+    for key in ("loss", "loss_cluster"):
+        np.testing.assert_allclose(losses["cross_view"][key], losses["same_view"][key], rtol=1e-5)
+    assert losses["same_view"]["loss_cluster"] > 0
+
+
 def test_cluster_targets_config():
     assert FRAConfig.from_preset("paper").cluster_targets == "same_view"
+    tiny = FRAConfig.from_preset("tiny")   # the tiny default: docs/evaluation.md, "Cross-view clustering targets"
+    assert (tiny.cluster_targets, tiny.cluster_loss_weight) == ("cross_view", 1.0)
     with pytest.raises(ConfigError, match="cluster_targets='other'.*same_view.*cross_view"):
         tiny_config(cluster_targets="other").validate()

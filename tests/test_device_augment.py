@@ -233,10 +233,14 @@ def test_apply_batch_params_compiles_with_xla(config):
                                atol=1e-4)
 
 
+#: A batch's keys for the tiny preset, whose cross-view clustering targets need each view's geometry.
+VIEW_KEYS = {"view1", "view2", "view1_geometry", "view2_geometry"}
+
+
 def test_augment_views_turns_device_batches_into_normalised_views(config):
     batch = _device_batch(config, _smooth_images(1, 40, 40, seed=8)[0], 4)
     out = D.augment_views(batch, config)
-    assert set(out) == {"view1", "view2"}
+    assert set(out) == VIEW_KEYS
     for view in ("view1", "view2"):
         assert out[view].dtype == tf.float32 and out[view].shape == (4, SIZE, SIZE, 3)
         np.testing.assert_allclose(out[view], D.apply_batch_params(batch[view], batch[view + "_params"],
@@ -246,7 +250,7 @@ def test_augment_views_turns_device_batches_into_normalised_views(config):
     pair = (plain["view1"], plain["view2"])
     assert D.augment_views(pair, config) is pair
     packed = D.augment_views((batch, None, None), config)               # Keras' (x, y, sample_weight)
-    assert packed[1:] == (None, None) and set(packed[0]) == {"view1", "view2"}
+    assert packed[1:] == (None, None) and set(packed[0]) == VIEW_KEYS
     np.testing.assert_array_equal(packed[0]["view1"], out["view1"])
 
 
@@ -282,8 +286,11 @@ def test_pretraining_dataset_paths_agree(config, tmp_path):
     np.testing.assert_array_equal(prefetched["view1"], cpu["view1"])
     assert device["view1"].dtype == tf.uint8 and device["view1"].shape == (3, SIZE, SIZE, 3)
     assert device["view2_params"]["jitter_order"].shape == (3, 4)
-    assert cpu["view1"].dtype == tf.float32 and set(cpu) == {"view1", "view2"}
+    assert cpu["view1"].dtype == tf.float32 and set(cpu) == VIEW_KEYS
     out = D.augment_views(device, cfg)
+    assert set(out) == VIEW_KEYS
+    for key in ("view1_geometry", "view2_geometry"):   # the same crops and flips on both paths
+        np.testing.assert_allclose(out[key], cpu[key], atol=1e-6)
     for view in ("view1", "view2"):
         err = np.abs(out[view].numpy() - cpu[view].numpy()) * np.array(cfg.std)   # back to [0, 1] units
         assert err.mean() < 2e-3 and err.max() < 0.05, (view, err.mean(), err.max())

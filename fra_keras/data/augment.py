@@ -433,9 +433,19 @@ def crop_geometry(crop, flipped, height, width) -> tf.Tensor:
                      tf.cast(flipped, tf.float32)])
 
 
+def whole_image_geometry(batch_size) -> tf.Tensor:
+    """float32 (batch_size, 5) rows [0, 0, 1, 1, 0]: the `crop_geometry` of views that are each the whole
+    source image, unflipped. With it the cross-view clustering loss maps every grid cell of one view to
+    the same cell of the other (full overlap); for view pairs that come with no geometry (random
+    tensors in the benchmarks, hand-made pairs of aligned views)."""
+    return tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0, 0.0]]), [batch_size, 1])
+
+
 def needs_geometry(config) -> bool:
-    """Whether pre-training batches must carry each view's geometry (`cluster_targets="cross_view"`)."""
-    return getattr(config, "cluster_targets", "same_view") == "cross_view"
+    """Whether pre-training batches must carry each view's geometry: `cluster_targets="cross_view"` with
+    the region losses on (without them there is no clustering loss to use it)."""
+    return (getattr(config, "cluster_targets", "same_view") == "cross_view"
+            and getattr(config, "region_losses", True))
 
 
 # Views ---------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from fra_keras import distributed, losses
 from fra_keras.config import ConfigError, FRAConfig
+from fra_keras.data.augment import needs_geometry
 from fra_keras.data.device_augment import GEOMETRY_SUFFIX, VIEWS, augment_views
 from fra_keras.models.backbone import build_backbone
 from fra_keras.models.heads import MLPHead
@@ -81,13 +82,15 @@ def _views(data):
 def _geometries(data, config):
     """The views' crop geometries (B, 5) each (`augment.crop_geometry`) for the cross-view clustering
     loss, or None when the config does not use them."""
-    if config.cluster_targets != "cross_view" or not config.region_losses:
+    if not needs_geometry(config):
         return None
     x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
     keys = [view + GEOMETRY_SUFFIX for view in VIEWS]
     if not isinstance(x, dict) or any(key not in x for key in keys):
         raise ValueError(f"cluster_targets='cross_view' needs batches with {keys} (each view's crop box and "
-                         "flip, as `pretraining_dataset` makes them for this config); got "
+                         "flip, as `pretraining_dataset` makes them for this config; for view pairs without "
+                         "one, `fra_keras.data.augment.whole_image_geometry(batch_size)`, or --cluster-targets "
+                         "same_view); got "
                          f"{sorted(x) if isinstance(x, dict) else type(x).__name__}")
     return [x[key] for key in keys]
 
