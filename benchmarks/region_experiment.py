@@ -11,6 +11,8 @@ synthetic faces in the pre-training framing ("crop"), pre-trained for the same n
 * reference   the paper recipe as it is (the reference's decoder and Sinkhorn);
 * regions     the opt-in region recipe: content queries + SwAV-style Sinkhorn (docs/method.md);
 * swav        Sinkhorn on exp(P / 0.05) alone; content: content queries alone;
+* crossview   the region recipe with cross-view clustering targets at weight 1.0: the `tiny` preset's
+              default (not in the default --variants; docs/evaluation.md, "Cross-view clustering targets");
 * byol        plain BYOL, the global loss only (`--region-losses false`);
 * random      no pre-training (the same architecture, random weights).
 
@@ -35,12 +37,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Every recipe flag is explicit, so that a variant means the same whatever the preset's defaults.
-_REFERENCE = ["--decoder-query-content", "false", "--sinkhorn-epsilon", "0"]
+_SAME_VIEW = ["--cluster-targets", "same_view", "--cluster-loss-weight", "0.1"]   # the reference's clustering
+_REFERENCE = ["--decoder-query-content", "false", "--sinkhorn-epsilon", "0"] + _SAME_VIEW
+_RECIPE = ["--decoder-query-content", "true", "--sinkhorn-epsilon", "0.05"]
 VARIANTS = {
     "reference": _REFERENCE,
-    "regions": ["--decoder-query-content", "true", "--sinkhorn-epsilon", "0.05"],
-    "swav": ["--decoder-query-content", "false", "--sinkhorn-epsilon", "0.05"],
-    "content": ["--decoder-query-content", "true", "--sinkhorn-epsilon", "0"],
+    "regions": _RECIPE + _SAME_VIEW,
+    "swav": ["--decoder-query-content", "false", "--sinkhorn-epsilon", "0.05"] + _SAME_VIEW,
+    "content": ["--decoder-query-content", "true", "--sinkhorn-epsilon", "0"] + _SAME_VIEW,
+    "crossview": _RECIPE + ["--cluster-targets", "cross_view", "--cluster-loss-weight", "1.0"],
     "byol": ["--region-losses", "false"] + _REFERENCE,
 }
 FULL = dict(epochs=10, steps_per_epoch=25, warmup_epochs=1, train_faces=2000, test_faces=500, region_faces=256,

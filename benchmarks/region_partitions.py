@@ -7,7 +7,8 @@ the position / part predictability of the arg-max maps (`fra_keras.downstream.re
 "Why the heatmaps are not facial parts").
 
     python benchmarks/region_partitions.py --model reference=runs/ablation/reference-s0/model.keras \\
-        --model recipe=runs/long/regions-1000/model.keras --model random --output docs/region_partitions.png
+        --model recipe=runs/long/regions-1000/model.keras --model random --output docs/region_partitions.png \\
+        --heatmaps region_heatmaps.png     # optional: also each model's K heatmaps on the first 4 faces
 """
 
 from __future__ import annotations
@@ -28,9 +29,15 @@ def parse_args(argv=None):
     p.add_argument("--show", type=int, default=6, help="faces shown per model (default 6)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="region_partitions.png", help="PNG path")
+    p.add_argument("--heatmaps", default=None, metavar="PNG",
+                   help="also write the K heatmaps of the first --heatmap-faces faces, per model (face, arg-max, "
+                        "heatmap 0..K-1 per row; `plots.heatmap_figure`)")
+    p.add_argument("--heatmap-faces", type=int, default=4, help="faces per model in --heatmaps (default 4)")
     args = p.parse_args(argv)
     if args.num_faces < 1 or not 1 <= args.show <= args.num_faces:
         p.error(f"--num-faces {args.num_faces} / --show {args.show}: need 1 <= show <= num-faces")
+    if not 1 <= args.heatmap_faces <= args.num_faces:
+        p.error(f"--heatmap-faces {args.heatmap_faces}: need 1 <= heatmap-faces <= num-faces ({args.num_faces})")
     for spec in args.model:
         path = spec.split("=", 1)[-1]
         if path != "random" and not os.path.isfile(path):
@@ -56,7 +63,7 @@ def main(argv=None):
     from fra_keras.downstream import plots, regions
     from fra_keras.downstream.loading import build_random
 
-    rows, numbers, views = [], {}, None
+    rows, numbers, views, panels = [], {}, None, []
     for spec in args.model:
         label, path = spec.split("=", 1) if "=" in spec else (os.path.basename(os.path.dirname(spec)) or spec, spec)
         if path == "random":
@@ -77,6 +84,8 @@ def main(argv=None):
         grey = np.full_like(views["image_a"][0], 128)
         tiles.append(plots.argmax_tile(grey, np.eye(k)[majority_map(labels, k)], alpha=1.0))
         rows.append((label, tiles))
+        n = args.heatmap_faces
+        panels.append((label, views["image_a"][:n], hm[:n]))
     s, gap, lw, header = views["image_a"].shape[1], 2, 72, 14
     canvas = Image.new("RGB", (lw + (args.show + 1) * (s + gap), header + (len(rows) + 1) * (s + gap)), "white")
     draw = ImageDraw.Draw(canvas)
@@ -90,6 +99,9 @@ def main(argv=None):
             canvas.paste(Image.fromarray(tile), (lw + c * (s + gap), y))
     size = plots.save_png(canvas, args.output, max_bytes=150_000)
     print(f"figure: {args.output} ({size} bytes)")
+    if args.heatmaps:
+        size = plots.save_png(plots.heatmap_figure(panels), args.heatmaps, max_bytes=300_000)
+        print(f"heatmaps: {args.heatmaps} ({size} bytes)")
     return numbers
 
 

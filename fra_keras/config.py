@@ -12,7 +12,8 @@ Two presets:
   Command: ``python -m fra_keras.pretrain --preset paper --data-dir /data/vggface2/train``
   (about 307k steps; 8 GPUs in the reference).
 * ``tiny`` -- a narrow ResNet-18 at 96 px with output stride 16 (a 6x6 heatmap grid) and small heads,
-  with the opt-in region recipe (``decoder_query_content``, ``sinkhorn_epsilon=0.05``).
+  with the opt-in region recipe (``decoder_query_content``, ``sinkhorn_epsilon=0.05``) and cross-view
+  clustering targets at weight 1.0 (``cluster_targets="cross_view"``, ``cluster_loss_weight=1.0``).
   Command: ``python -m fra_keras.pretrain`` (the embedded default on synthetic faces; a few minutes on
   2 CPU cores).
 """

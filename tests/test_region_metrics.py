@@ -133,3 +133,25 @@ def test_region_partitions_benchmark_majority_map_and_bad_input():
         bench.parse_args(["--model", "no/such/model.keras"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--model", "random", "--num-faces", "4", "--show", "5"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--model", "random", "--num-faces", "4", "--heatmap-faces", "5"])
+
+
+def test_region_partitions_benchmark_writes_both_figures(tmp_path):
+    """A random FRA on 4 faces: the partition figure, the heatmap figure (2 faces x [face, arg-max, K
+    heatmaps] per model) and the three numbers, with the largest usage matching the figure's model."""
+    from PIL import Image
+
+    from harness import load_benchmark
+
+    bench = load_benchmark("region_partitions")
+    out, heat = tmp_path / "partitions.png", tmp_path / "heatmaps.png"
+    numbers = bench.main(["--model", "random", "--num-faces", "4", "--show", "2", "--heatmap-faces", "2",
+                          "--output", str(out), "--heatmaps", str(heat)])
+    assert set(numbers["random"]) == {"largest_usage", "position_predictability", "part_predictability"}
+    assert 1 / 8 <= numbers["random"]["largest_usage"] <= 1.0
+    assert numbers["random"]["position_predictability"] >= numbers["random"]["largest_usage"] - 1e-9
+    partitions_height = Image.open(out).size[1]
+    width, height = Image.open(heat).size
+    k = 8
+    assert width > (2 + k) * 96 and height > 2 * 96 and partitions_height > 96   # 2 rows of 10 panels at 96 px

@@ -28,7 +28,8 @@ from fra_keras.models.fra import FRA, METRIC_NAMES
 
 B = 8
 TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-            decoder_heads=2, batch_size=B, steps_per_epoch=2, epochs=1, warmup_epochs=0, ema_momentum=0.5)
+            decoder_heads=2, batch_size=B, steps_per_epoch=2, epochs=1, warmup_epochs=0, ema_momentum=0.5,
+            cluster_targets="same_view", cluster_loss_weight=0.1)   # the reference's clustering, as tests/harness.py
 RELATIVE = 1e-4
 # The attention key biases' gradient is zero in exact arithmetic (a softmax does not change when the
 # same constant is added to all its scores), so they move by ~1e-11 of rounding noise either way.
