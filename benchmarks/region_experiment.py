@@ -11,7 +11,7 @@ synthetic faces in the pre-training framing ("crop"), pre-trained for the same n
 * reference   the paper recipe as it is (the reference's decoder and Sinkhorn);
 * regions     the opt-in region recipe: content queries + SwAV-style Sinkhorn (docs/method.md);
 * swav        Sinkhorn on exp(P / 0.05) alone; content: content queries alone;
-* crossview   the region recipe with cross-view clustering targets at weight 1.0: the `tiny` preset's
+* crossview   the region recipe with cross-view clustering targets at weight 2.0: the `tiny` preset's
               default (not in the default --variants; docs/evaluation.md, "Cross-view clustering targets");
 * byol        plain BYOL, the global loss only (`--region-losses false`);
 * random      no pre-training (the same architecture, random weights).
@@ -45,7 +45,7 @@ VARIANTS = {
     "regions": _RECIPE + _SAME_VIEW,
     "swav": ["--decoder-query-content", "false", "--sinkhorn-epsilon", "0.05"] + _SAME_VIEW,
     "content": ["--decoder-query-content", "true", "--sinkhorn-epsilon", "0"] + _SAME_VIEW,
-    "crossview": _RECIPE + ["--cluster-targets", "cross_view", "--cluster-loss-weight", "1.0"],
+    "crossview": _RECIPE + ["--cluster-targets", "cross_view", "--cluster-loss-weight", "2.0"],
     "byol": ["--region-losses", "false"] + _REFERENCE,
 }
 FULL = dict(epochs=10, steps_per_epoch=25, warmup_epochs=1, train_faces=2000, test_faces=500, region_faces=256,

@@ -311,6 +311,6 @@ def test_whole_image_geometry_gives_the_same_view_loss():
 def test_cluster_targets_config():
     assert FRAConfig.from_preset("paper").cluster_targets == "same_view"
     tiny = FRAConfig.from_preset("tiny")   # the tiny default: docs/evaluation.md, "Cross-view clustering targets"
-    assert (tiny.cluster_targets, tiny.cluster_loss_weight) == ("cross_view", 1.0)
+    assert (tiny.cluster_targets, tiny.cluster_loss_weight) == ("cross_view", 2.0)
     with pytest.raises(ConfigError, match="cluster_targets='other'.*same_view.*cross_view"):
         tiny_config(cluster_targets="other").validate()
