@@ -94,15 +94,15 @@ def parse_args(argv=None):
     return args, FRAConfig.from_preset(args.preset, **overrides)
 
 
-def random_views(config, seed=0, batch_size=None):
-    """Random normal views {"view1", "view2"} (B, S, S, 3), B = `batch_size` or the config's, plus
+def random_views(config, seed=0):
+    """Random normal views {"view1", "view2"} (B, S, S, 3) of the config's batch and size, plus
     whole-image crop geometries when the config's clustering targets need them (`cluster_targets=
     "cross_view"`, the tiny preset's default): the step then does the cross-view work it does in training."""
     import tensorflow as tf
 
     from fra_keras.data import augment
 
-    batch = batch_size or config.batch_size
+    batch = config.batch_size
     g = tf.random.Generator.from_seed(seed)
     shape = (batch, config.image_size, config.image_size, 3)
     views = {"view1": g.normal(shape), "view2": g.normal(shape)}
