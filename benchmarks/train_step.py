@@ -101,13 +101,14 @@ def random_views(config, seed=0):
     import tensorflow as tf
 
     from fra_keras.data import augment
+    from fra_keras.data.device_augment import GEOMETRY_SUFFIX, VIEWS
 
     batch = config.batch_size
     g = tf.random.Generator.from_seed(seed)
     shape = (batch, config.image_size, config.image_size, 3)
     views = {"view1": g.normal(shape), "view2": g.normal(shape)}
     if augment.needs_geometry(config):
-        views.update({view + "_geometry": augment.whole_image_geometry(batch) for view in ("view1", "view2")})
+        views.update({view + GEOMETRY_SUFFIX: augment.whole_image_geometry(batch) for view in VIEWS})
     return views
 
 
