@@ -254,11 +254,16 @@ def _batch(rng, b=4, size=64):
     return views, geometry
 
 
-def test_fra_step_with_cross_view_targets():
-    """The model's clustering term is `cross_view_clustering_loss` from student view a to teacher view b."""
+@pytest.mark.parametrize("student_temperature", [0.1, 0.12])
+def test_fra_step_with_cross_view_targets(student_temperature):
+    """The model's clustering term is `cross_view_clustering_loss` from student view a to teacher view b,
+    at the config's student temperature (0.1, the reference; 0.12, the opt-in of docs/method.md,
+    "Student temperature")."""
     rng = np.random.default_rng(5)
     views, geometry = _batch(rng)
-    model = tiny_model(0, cluster_targets="cross_view", decoder_dropout=0.0)
+    model = tiny_model(0, cluster_targets="cross_view", decoder_dropout=0.0,
+                       student_temperature=student_temperature)
+    assert model.config.student_temperature == student_temperature
     model.compile(run_eagerly=True)   # eager: tracing the step costs a minute on 2 cores
     data = {**views, "view1_geometry": geometry, "view2_geometry": geometry[::-1].copy()}
     out = model.test_step(data)
