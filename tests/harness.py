@@ -32,13 +32,18 @@ from fra_keras.config import FRAConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+#: The sizes of the tiny test model (64 px, a ResNet-18 of width 8, heads of 16-32 units): every test
+#: that builds a model starts from these, and adds its batch, schedule and loss fields.
+SMALL_MODEL = types.MappingProxyType(dict(
+    image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
+    decoder_heads=2))
+
 #: The tiny test model's overrides of the `tiny` preset (read-only; `tiny_config` copies it). Its
 #: clustering loss is the reference's (same-view targets, weight 0.1), so that the many tests that feed
 #: hand-made view pairs need no crop geometries; the preset's cross-view default is exercised through
 #: the pipeline by the CLI tests (`PRETRAIN_SMALL`) and by tests/test_cross_view.py.
 TINY = types.MappingProxyType(dict(
-    image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-    decoder_heads=2, batch_size=4, steps_per_epoch=2, epochs=1, warmup_epochs=0,
+    **SMALL_MODEL, batch_size=4, steps_per_epoch=2, epochs=1, warmup_epochs=0,
     cluster_targets="same_view", cluster_loss_weight=0.1))
 
 

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from harness import assert_uniform_jitter_factors
+from harness import SMALL_MODEL, assert_uniform_jitter_factors
 import tensorflow as tf
 
 from fra_keras.config import ConfigError, FRAConfig
@@ -300,8 +300,7 @@ def test_train_step_augments_device_batches(config):
     """`FRA.train_step` on a device-path batch computes what it computes on the augmented views."""
     from fra_keras.models.fra import FRA
 
-    cfg = FRAConfig.from_preset("tiny", image_size=SIZE, backbone_width=8, hidden_dim=32, proj_dim=16,
-                                decoder_dim=16, decoder_ffn_dim=16, decoder_heads=2, batch_size=4,
+    cfg = FRAConfig.from_preset("tiny", **{**SMALL_MODEL, "image_size": SIZE}, batch_size=4,
                                 steps_per_epoch=5, epochs=2, warmup_epochs=1, region_losses=False)
     model = FRA(cfg)
     model.compile(run_eagerly=True)

@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from harness import two_view_batch
+from harness import SMALL_MODEL, two_view_batch
 
 from fra_keras import distributed, losses
 from fra_keras.config import FRAConfig
@@ -47,8 +47,7 @@ from fra_keras.models import fra, neck
 from fra_keras.models.fra import FRA, METRIC_NAMES
 
 B = 4   # per replica; the global batch is 2B
-TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-            decoder_heads=2, batch_size=2 * B, steps_per_epoch=2, epochs=1, warmup_epochs=0,
+TINY = dict(**SMALL_MODEL, batch_size=2 * B, steps_per_epoch=2, epochs=1, warmup_epochs=0,
             decoder_dropout=0.0, ema_momentum=0.5)
 PERMUTATION = np.array([5, 2, 7, 0, 3, 6, 1, 4])   # the floor's batch order: mixes both halves
 FLOOR_FACTOR = 8.0

@@ -16,10 +16,11 @@ import types
 import numpy as np
 import pytest
 
+from harness import SMALL_MODEL
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE_FILE = os.path.join(ROOT, "export", "tfx_trainer.py")
-TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-            decoder_heads=2, batch_size=4)
+TINY = dict(**SMALL_MODEL, batch_size=4)
 
 
 def load_module():

@@ -11,11 +11,12 @@ import os
 import numpy as np
 import pytest
 
+from harness import SMALL_MODEL
+
 from fra_keras import training
 from fra_keras.config import ConfigError, FRAConfig
 
-TINY = dict(image_size=64, backbone_width=8, hidden_dim=32, proj_dim=16, decoder_dim=16, decoder_ffn_dim=16,
-            decoder_heads=2, batch_size=4, synthetic_samples=8, synthetic_size=64, epochs=1, steps_per_epoch=2,
+TINY = dict(**SMALL_MODEL, batch_size=4, synthetic_samples=8, synthetic_size=64, epochs=1, steps_per_epoch=2,
             warmup_epochs=0)
 
 
