@@ -255,6 +255,25 @@ def png_files(pngs, tmp_path_factory):
     return paths, str(text)
 
 
+def test_signature_values_per_signature(png_files, images):
+    """The clients' one reader of image files: decoded batch, raw bytes, or tf.Examples holding the bytes."""
+    import tensorflow as tf
+
+    from fra_keras import serving
+
+    paths, _ = png_files
+    batch = serving.signature_values(paths, "serving_default")
+    np.testing.assert_array_equal(batch, np.asarray(images, dtype=np.uint8))
+    raw = serving.signature_values(paths, "serve_image_bytes")
+    assert raw == [open(p, "rb").read() for p in paths]
+    examples = serving.signature_values(paths, "serve_tf_example")
+    for data, example in zip(raw, examples):
+        parsed = tf.train.Example.FromString(example)
+        assert parsed.features.feature[serving.TF_EXAMPLE_IMAGE_KEY].bytes_list.value[0] == data
+    with pytest.raises(serving.ServingError, match=r"--signature 'serve_png': choose one of \['serving_default'"):
+        serving.signature_values(paths, "serve_png")
+
+
 def test_rest_client_builds_bodies_offline(predictor, reference, images, png_files, capsys):
     client = load_client("rest_client")
     paths, text = png_files

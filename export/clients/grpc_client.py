@@ -28,14 +28,7 @@ SIGNATURES = tuple(serving.SIGNATURE_INPUTS)
 def build_request(image_paths, model_name: str = "fra", signature: str = "serve_image_bytes",
                   version=None, output_filter=()):
     """The PredictRequest for `image_paths` (checked against the contract: sizes, formats, limits)."""
-    if signature not in SIGNATURES:
-        raise serving.ServingError(f"--signature {signature!r}: choose one of {list(SIGNATURES)}")
-    if signature == "serving_default":
-        values = serving.stack_images(image_paths)
-    elif signature == "serve_image_bytes":
-        values = [serving.read_bytes(p) for p in image_paths]
-    else:
-        values = [serving.build_tf_example(serving.read_bytes(p)) for p in image_paths]
+    values = serving.signature_values(image_paths, signature)
     request = serving.build_predict_request(model_name, values, signature, version, output_filter=output_filter)
     serving.parse_predict_request(request, serving.export_signatures())
     return request

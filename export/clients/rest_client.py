@@ -26,14 +26,7 @@ SIGNATURES = tuple(serving.SIGNATURE_INPUTS)
 
 def build_request(image_paths, signature: str = "serve_image_bytes", fmt: str = "instances") -> dict:
     """The REST body for `image_paths` (checked against the contract: sizes, formats, limits)."""
-    if signature not in SIGNATURES:
-        raise serving.ServingError(f"--signature {signature!r}: choose one of {list(SIGNATURES)}")
-    if signature == "serving_default":
-        values = serving.stack_images(image_paths)
-    elif signature == "serve_image_bytes":
-        values = [serving.read_bytes(p) for p in image_paths]
-    else:
-        values = [serving.build_tf_example(serving.read_bytes(p)) for p in image_paths]
+    values = serving.signature_values(image_paths, signature)
     body = serving.build_rest_body(values, signature, fmt)
     # Validate exactly as the server-side contract does, so a bad file fails here with a clear message.
     serving.parse_rest_request(body, serving.export_signatures())

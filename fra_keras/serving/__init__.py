@@ -33,8 +33,8 @@ TensorFlow / onnxruntime / the serving protos / Pillow are imported when a funct
 REST client can build bodies without loading TensorFlow.
 """
 
-from fra_keras.serving.client_io import (read_bytes, read_image_file, serve_command, stack_images,
-                                         summarize_outputs, unreachable_message)
+from fra_keras.serving.client_io import (read_bytes, read_image_file, serve_command, signature_values,
+                                         stack_images, summarize_outputs, unreachable_message)
 from fra_keras.serving.contract import (DEFAULT_LIMITS, DEFAULT_SIGNATURE, SIGNATURE_INPUTS, TF_EXAMPLE_IMAGE_KEY,
                                         InputSpec, Limits, ServingError, export_signatures,
                                         image_size_from_header, validate_inputs)
@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_LIMITS", "DEFAULT_SIGNATURE", "InputSpec", "Limits", "OnnxPredictor", "Predictor", "SIGNATURE_INPUTS",
     "ServingError", "TF_EXAMPLE_IMAGE_KEY", "build_predict_request", "build_rest_body", "build_tf_example",
     "export_signatures", "format_rest_response", "image_size_from_header", "parse_predict_request",
-    "parse_rest_request", "read_bytes", "read_image_file", "serve_command", "stack_images", "summarize_outputs",
+    "parse_rest_request", "read_bytes", "read_image_file", "serve_command", "signature_values", "stack_images",
+    "summarize_outputs",
     "unreachable_message", "validate_inputs",
 ]

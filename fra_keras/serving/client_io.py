@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fra_keras.serving.contract import ServingError
+from fra_keras.serving.contract import SIGNATURE_INPUTS, ServingError
 
 
 def serve_command(model_name: str = "fra", export_root: str = "export/models") -> str:
@@ -74,3 +74,21 @@ def stack_images(paths: Sequence[str]) -> np.ndarray:
         raise ServingError(f"images of different sizes {sizes} cannot share a uint8 batch; send them one by "
                            "one, or as encoded bytes (signature serve_image_bytes)")
     return np.stack(images)
+
+
+def signature_values(image_paths: Sequence[str], signature: str):
+    """The input values of `signature` for `image_paths`, as a client sends them.
+
+    `serving_default`: one uint8 batch (N, H, W, 3) of the decoded images; `serve_image_bytes`: the N
+    encoded files as bytes; `serve_tf_example`: N serialized `tf.Example`s holding those bytes. An
+    unknown signature is a `ServingError` naming the allowed ones.
+    """
+    if signature not in SIGNATURE_INPUTS:
+        raise ServingError(f"--signature {signature!r}: choose one of {list(SIGNATURE_INPUTS)}")
+    if signature == "serving_default":
+        return stack_images(image_paths)
+    if signature == "serve_image_bytes":
+        return [read_bytes(p) for p in image_paths]
+    from fra_keras.serving.protos import build_tf_example
+
+    return [build_tf_example(read_bytes(p)) for p in image_paths]
