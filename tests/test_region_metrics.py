@@ -155,3 +155,55 @@ def test_region_partitions_benchmark_writes_both_figures(tmp_path):
     width, height = Image.open(heat).size
     k = 8
     assert width > (2 + k) * 96 and height > 2 * 96 and partitions_height > 96   # 2 rows of 10 panels at 96 px
+
+
+def test_partition_distance_matches_heatmaps_before_comparing():
+    """Known answers: a reordered partition is at distance 0; one changed heatmap adds its L1 / K; and the
+    matching is the best one, checked against an explicit loop over the 3! orders of a random case."""
+    import itertools
+
+    a = np.eye(4)                                                   # heatmap k = part k
+    b = a[[2, 0, 3, 1]].copy()                                      # the same partition, reordered
+    assert r.partition_distance(a, b) == pytest.approx(0.0, abs=1e-12)
+    b[1] = [0.5, 0.5, 0.0, 0.0]                                     # b's heatmap 1 (a's 0) now half part 1
+    assert r.partition_distance(a, b) == pytest.approx(1.0 / 4)     # |0.5| + |0.5| over 4 heatmaps
+    rng = np.random.default_rng(3)
+    x, y = rng.dirichlet(np.ones(5), size=3), rng.dirichlet(np.ones(5), size=3)
+    best = min(sum(abs(x[i, p] - y[perm[i], p]) for i in range(3) for p in range(5))
+               for perm in itertools.permutations(range(3))) / 3
+    assert r.partition_distance(x, y) == pytest.approx(best, rel=1e-12)
+    assert r.partition_distance(x, y) <= np.abs(x - y).sum(1).mean() + 1e-12   # never worse than the identity
+    with pytest.raises(ValueError, match="one shape"):
+        r.partition_distance(x, y[:2])
+    with pytest.raises(ValueError, match="K=10 heatmaps; allowed 1-9"):
+        r.partition_distance(np.eye(10), np.eye(10))
+
+
+def test_compare_partitions_script_in_a_fresh_process(tmp_path):
+    """`benchmarks/compare_partitions.py` as docs/evaluation.md runs it: the matrix of two reports, and a
+    one-line error for a file that is not a region report."""
+    import json
+    import subprocess
+    import sys
+
+    from harness import ROOT, subprocess_env
+
+    a = np.eye(4)
+    b = a[[1, 0, 3, 2]].copy()
+    b[0] = [0.5, 0.5, 0.0, 0.0]                                     # distance 0.25, as above
+    paths = []
+    for name, shares in (("one", a), ("two", b)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps({"details": {"model": {"density_share_hard": shares.tolist()}}}))
+    script = [sys.executable, f"{ROOT}/benchmarks/compare_partitions.py"]
+    run = subprocess.run(script + [f"A={paths[0]}", f"B={paths[1]}"], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.strip().splitlines()]
+    assert rows[0] == ["A", "B"] and rows[1] == ["A", "0.00", "0.25"] and rows[2] == ["B", "0.25", "0.00"]
+    (tmp_path / "other.json").write_text(json.dumps({"metrics": {}}))
+    bad = subprocess.run(script + [str(paths[0]), str(tmp_path / "other.json")], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=120)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [f"error: report {str(tmp_path / 'other.json')!r} has no "
+                                               "details.model.density_share_hard: is it a `regions` report?"]

@@ -253,6 +253,30 @@ def consistency(heatmaps_a, masks_a, heatmaps_b, masks_b, num_parts: int, min_pi
     return float(np.mean(dom_a[valid] == dom_b[valid]))
 
 
+def partition_distance(shares_a, shares_b) -> float:
+    """How different two models' partitions are: mean L1 distance between their heatmaps' part shares,
+    after matching the heatmaps one to one so that the distance is smallest.
+
+    `shares_a`, `shares_b`: (K, P) per-heatmap part shares of two models (e.g. `density_share_hard` of
+    two region reports on the same test faces). Heatmap indices are arbitrary (a permutation of the K
+    heatmaps is the same partition), hence the matching. 0 = the same partition up to the order of
+    the heatmaps; 2 = every matched pair shares no part. The matching is exhaustive over the K!
+    permutations, so K is limited to 9.
+    """
+    a = np.asarray(shares_a, dtype=np.float64)
+    b = np.asarray(shares_b, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(f"partition_distance: need two (K, P) arrays of one shape; got {a.shape} and {b.shape}")
+    k = a.shape[0]
+    if not 1 <= k <= 9:
+        raise ValueError(f"partition_distance: K={k} heatmaps; allowed 1-9 (exhaustive matching)")
+    import itertools
+
+    cost = np.abs(a[:, None, :] - b[None, :, :]).sum(-1)                   # (K, K): a's i against b's j
+    perms = np.array(list(itertools.permutations(range(k))))                # (K!, K)
+    return float(cost[np.arange(k), perms].sum(axis=1).min() / k)
+
+
 def region_report(heatmaps_a, masks_a, heatmaps_b, masks_b, part_names, min_pixels: int = 4) -> Dict:
     """Every region metric of one model as a JSON-ready dict (K x P matrices as nested lists)."""
     p = len(part_names)
