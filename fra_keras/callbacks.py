@@ -118,14 +118,41 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
 class StepCounter(keras.callbacks.Callback):
     """Counts the training steps `fit` ran, so the caller can tell when the input ended early (Keras
-    only warns "Your input ran out of data" and returns normally)."""
+    only warns "Your input ran out of data" and returns normally), and times them for a steady-state
+    throughput.
 
-    def __init__(self):
+    The first `warmup_steps` steps are left out of the timing: they include tracing / XLA compilation
+    and the input pipeline filling its buffers. The window runs from the end of step `warmup_steps` to
+    the end of the last step; `NonFiniteLossGuard` reads every step's loss, so a step's end is when its
+    results exist, also on an accelerator.
+    """
+
+    def __init__(self, warmup_steps=1, clock=time.perf_counter):
         super().__init__()
         self.count = 0
+        self.warmup_steps = max(int(warmup_steps), 1)
+        self.clock = clock
+        self._start = self._end = None
 
     def on_train_batch_end(self, batch, logs=None):
         self.count += 1
+        now = self.clock()
+        if self.count == self.warmup_steps:
+            self._start = now
+        elif self.count > self.warmup_steps:
+            self._end = now
+
+    @property
+    def timed_steps(self) -> int:
+        """Steps inside the timing window (0 until a step after the warm-up has ended)."""
+        return self.count - self.warmup_steps if self._end is not None else 0
+
+    def samples_per_second(self, global_batch: int):
+        """Steady-state throughput in samples (view pairs) per second over the timed steps, or None when
+        no step ran after the warm-up."""
+        if not self.timed_steps or self._end <= self._start:
+            return None
+        return self.timed_steps * int(global_batch) / (self._end - self._start)
 
 
 class StepTensorBoard(keras.callbacks.TensorBoard):

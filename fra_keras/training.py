@@ -121,7 +121,8 @@ def _train(run: Run, steps_per_epoch, resume, options, data, source, after_fit, 
         log(f"nothing to do: {initial_epoch} of {config.epochs} epochs already done")
     _describe(run, steps_per_epoch, source or data.get("data_dir") or config.data_dir, log)
     dataset = _dataset(config, strategy, data)
-    guard, steps = fra_callbacks.NonFiniteLossGuard(), fra_callbacks.StepCounter()
+    expected = max(config.epochs - initial_epoch, 0) * steps_per_epoch
+    guard, steps = fra_callbacks.NonFiniteLossGuard(), fra_callbacks.StepCounter(throughput_warmup(expected))
     cbs = _callbacks(run, options, guard, steps, initial_epoch, append=resume)
     start = time.time()
     if initial_epoch < config.epochs:
@@ -129,13 +130,18 @@ def _train(run: Run, steps_per_epoch, resume, options, data, source, after_fit, 
                   callbacks=cbs, verbose=options.verbose, shuffle=False)   # datasets shuffle themselves
     if guard.failure:
         raise fra_callbacks.NonFiniteLossError(guard.failure)
-    expected = max(config.epochs - initial_epoch, 0) * steps_per_epoch
     if steps.count < expected:
         raise InputExhaustedError(ran_out_message(config, steps.count, expected, data.get("data_dir")))
     fra_callbacks.save_model_files(model, write_dir)
     run.summary = {"seconds": round(time.time() - start, 1), "epochs": config.epochs,
                    "steps_per_epoch": steps_per_epoch, "steps_run": int(model.optimizer.iterations.numpy()),
                    "final": last_history_row(write_dir)}
+    rate = steps.samples_per_second(config.batch_size)
+    if rate is not None:
+        run.summary["throughput"] = {"samples_per_second": round(rate, 2), "timed_steps": steps.timed_steps,
+                                     "warmup_steps": steps.warmup_steps, "global_batch": config.batch_size}
+        log(f"throughput: {rate:.1f} samples/s (view pairs; global batch {config.batch_size}) over the last "
+            f"{steps.timed_steps} steps, after {steps.warmup_steps} warm-up steps")
     if after_fit is not None:
         run.summary.update(after_fit(run) or {})
     write_json(os.path.join(write_dir, "summary.json"), run.summary)
@@ -145,6 +151,12 @@ def _train(run: Run, steps_per_epoch, resume, options, data, source, after_fit, 
              else "this worker's copies are discarded, the chief writes the run folder")
     log(f"done in {run.summary['seconds']:.0f}s: {where}")
     return run
+
+
+def throughput_warmup(steps: int) -> int:
+    """Steps left out of the throughput timing of a run of `steps` steps: the first tenth, at least 1
+    (tracing, XLA compilation, the input pipeline's first buffers) and at most 50."""
+    return min(max(steps // 10, 1), 50)
 
 
 def _resume(model, checkpoints: str, log) -> int:

@@ -13,7 +13,7 @@ import pytest
 
 from harness import SMALL_MODEL
 
-from fra_keras import training
+from fra_keras import callbacks, training
 from fra_keras.config import ConfigError, FRAConfig
 
 TINY = dict(**SMALL_MODEL, batch_size=4, synthetic_samples=8, synthetic_size=64, epochs=1, steps_per_epoch=2,
@@ -66,6 +66,32 @@ def test_train_runs_the_hook_after_saving_and_records_its_summary(tmp_path):
     with open(os.path.join(run_dir, "history.csv")) as f:
         last = f.read().strip().splitlines()[-1].split(",")
     assert float(last[0]) == summary["final"]["epoch"] == 0
+    throughput = summary["throughput"]                     # 2 steps: 1 warm-up, 1 timed
+    assert (throughput["warmup_steps"], throughput["timed_steps"], throughput["global_batch"]) == (1, 1, config.batch_size)
+    assert throughput["samples_per_second"] > 0
+    assert any(line.startswith("throughput: ") and "over the last 1 steps" in line for line in lines)
     assert lines[0].startswith("note: ") and "no checkpoint yet" in lines[0]   # resume=True, nothing there
     assert any(line.startswith("weights digest: ") for line in lines)
     assert not os.path.exists(os.path.join(run_dir, "tensorboard"))          # tensorboard_dir=None
+
+
+def test_step_counter_times_the_steps_after_the_warmup():
+    """Throughput over the window from the end of step `warmup_steps` to the end of the last step,
+    against the same quantity computed from the clock readings with NumPy."""
+    ends = np.cumsum([5.0, 0.5, 0.25, 0.75, 0.5, 1.0])          # step 1 is slow (tracing)
+    for warmup in (1, 2, 4):
+        counter = callbacks.StepCounter(warmup_steps=warmup, clock=iter(ends).__next__)
+        assert counter.samples_per_second(8) is None and counter.timed_steps == 0
+        for step in range(len(ends)):
+            counter.on_train_batch_end(step)
+        expected = 8 * (len(ends) - warmup) / (ends[-1] - ends[warmup - 1])
+        assert counter.count == len(ends) and counter.timed_steps == len(ends) - warmup
+        np.testing.assert_allclose(counter.samples_per_second(8), expected, rtol=1e-12)
+    short = callbacks.StepCounter(warmup_steps=3, clock=iter(ends).__next__)
+    for step in range(3):
+        short.on_train_batch_end(step)
+    assert short.samples_per_second(8) is None              # no step after the warm-up
+
+
+def test_throughput_warmup_is_a_tenth_of_the_steps_within_bounds():
+    assert [training.throughput_warmup(n) for n in (0, 1, 9, 10, 25, 499, 500, 10_000)] == [1, 1, 1, 1, 2, 49, 50, 50]
