@@ -230,21 +230,35 @@ def main(argv=None):
         print("warning: no GPU visible; this measures the CPU (use --smoke for a quick check)", file=sys.stderr)
     print(f"FRA step, {args.backbone} at {args.image_size} px, {args.precision}, XLA {args.jit_compile}; "
           f"device: {gpus[0].name if gpus else 'CPU'}{' (smoke: tiny sizes)' if args.smoke else ''}", flush=True)
+    done = []
+
+    def report(r):       # the JSON is rewritten after every trial: a search killed from outside keeps them
+        done.append(r)
+        _print_result(r)
+        write_json(args.json, done)
+
     results = search(lambda b: measure(args, b), args.start, args.max_batch, args.refine, args.budget_s,
-                     report=_print_result)
-    fits = [r for r in results if r.get("fits")]
-    if not fits:
+                     report=report)
+    best, fastest = write_json(args.json, results)
+    if best is None:
         print("no batch size fits")
         return 1
-    best = max(fits, key=lambda r: r["batch_size"])
-    fastest = max(fits, key=lambda r: r["samples_per_s"])
     print(f"largest batch that fits: {best['batch_size']} -> {best['samples_per_s']:.1f} samples/s, "
           f"peak {best['peak_bytes'] / 2**30:.2f} GiB; fastest: batch {fastest['batch_size']} "
           f"({fastest['samples_per_s']:.1f} samples/s)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": results, "largest": best, "fastest": fastest}, f, indent=2)
     return 0
+
+
+def write_json(path, results):
+    """(largest fitting trial, fastest trial) of `results`, both None if none fits; with `path`, writes
+    {"results", "largest", "fastest"} there."""
+    fits = [r for r in results if r.get("fits")]
+    best = max(fits, key=lambda r: r["batch_size"]) if fits else None
+    fastest = max(fits, key=lambda r: r["samples_per_s"]) if fits else None
+    if path:
+        with open(path, "w") as f:
+            json.dump({"results": results, "largest": best, "fastest": fastest}, f, indent=2)
+    return best, fastest
 
 
 if __name__ == "__main__":

@@ -195,6 +195,18 @@ def print_op_costs(config, image, reference, calls: int = 100, rounds: int = 5):
         print(f"  {name:24s} {ref} {min(ms):8.3f}")
 
 
+def write_rates(path, best, med, **context):
+    """Write the rates as JSON: {key: {"wall", "wall_median", "per_core", "per_core_median"}} (images/s for
+    "decode", view pairs/s for the pipelines) plus `context`; the file `benchmarks/gpu_suite.py` collects."""
+    import json
+
+    rates = {key: {"wall": float(best[key][0]), "wall_median": float(med[key][0]),
+                   "per_core": float(best[key][1]), "per_core_median": float(med[key][1])} for key in best}
+    with open(path, "w") as f:
+        json.dump(dict(context, rates=rates), f, indent=2)
+        f.write("\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-images", type=int, default=512)
@@ -210,6 +222,8 @@ def main(argv=None) -> int:
     parser.add_argument("--num-shards", type=int, default=8)
     parser.add_argument("--ops", action="store_true", help="also time each augmentation op")
     parser.add_argument("--keep", default=None, help="write the data here and keep it")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="also write the rates (best and median of the rounds, wall and per core) here")
     args = parser.parse_args(argv)
 
     root = args.keep or tempfile.mkdtemp(prefix="fra_input_bench_")
@@ -285,6 +299,9 @@ def main(argv=None) -> int:
             print(f"CPU path / reference: {best['cpu'][1] / best['reference'][1]:.2f}x per core "
                   f"[{med['cpu'][1] / med['reference'][1]:.2f}x]")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
+        if args.json:
+            write_rates(args.json, best, med, cores=os.cpu_count(), image_size=args.image_size,
+                        batch_size=b, images=n)
 
         if args.ops:
             face = next(iter(folders.image_folder_dataset(folder, image_size=args.image_size,

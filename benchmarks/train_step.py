@@ -41,6 +41,7 @@ and prints unfused / fused time ratios measured side by side.
 
 --pieces adds a breakdown: forward+backward time of each head on the real feature shapes, the losses,
 the optimiser update and the EMA, each as its own `tf.function` (see docs/scaling.md for figures).
+--json PATH also writes the figures of the rounds (samples/s, ms and CPU ms per step, ratios, peak memory).
 Any FRAConfig field can be overridden with its flag (`--hidden-dim 1024`, `--precision mixed_bfloat16`).
 """
 
@@ -84,6 +85,8 @@ def parse_args(argv=None):
     parser.add_argument("--compare-unfused-batchnorm", action="store_true",
                         help="also time, in the same rounds, the FRA step and the floor with fused_batchnorm=False "
                              "(Keras's BatchNorm ops) and print unfused / fused ratios")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="also write the figures (samples/s, ms and CPU ms per step, ratios, peak memory) here")
     parser.add_argument("--gc-off", action="store_true",
                         help="disable Python's garbage collector during the timed steps")
     cli_utils.add_config_flags(parser)
@@ -408,17 +411,41 @@ def _batch_matmul_flops(op):
     return 2 * int(out.num_elements()) * int(k)
 
 
-def peak_memory():
-    """The process' peak memory so far, as text: host peak RSS (getrusage) and, with a GPU, TensorFlow's
-    peak on GPU:0. Both steps' models are resident here; benchmarks/memory.py measures each step alone."""
+def peak_memory_gib():
+    """{"host_rss": peak resident GiB of this process (getrusage), "gpu0": TensorFlow's peak on GPU:0 in
+    GiB, or None without a GPU}. Both steps' models are resident here; benchmarks/memory.py measures
+    each step alone."""
     import resource
 
     import tensorflow as tf
 
-    text = f"peak host RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    gpu = None
     if tf.config.list_physical_devices("GPU"):
-        text += f", peak GPU:0 {tf.config.experimental.get_memory_info('GPU:0')['peak'] / 2**30:.2f} GiB"
+        gpu = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
+    return {"host_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "gpu0": gpu}
+
+
+def peak_memory():
+    """`peak_memory_gib` as text."""
+    peak = peak_memory_gib()
+    text = f"peak host RSS {peak['host_rss']:.2f} GiB"
+    if peak["gpu0"] is not None:
+        text += f", peak GPU:0 {peak['gpu0']:.2f} GiB"
     return text + " (this process: FRA and floor together)"
+
+
+def device_kinds(tf):
+    """The physical device kinds TensorFlow sees, e.g. ["CPU", "GPU"]."""
+    return sorted({d.device_type for d in tf.config.list_physical_devices()})
+
+
+def write_report(path, report):
+    """Write a benchmark's figures as JSON (the files `benchmarks/gpu_suite.py` collects)."""
+    import json
+
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
 
 
 def np_size(variable):
@@ -463,22 +490,31 @@ def main(argv=None):
     cpu = {}
     times = time_rounds(steps, views, args.steps, args.repeats, args.warmup, cpu)
     b = config.batch_size
+    report = {"backbone": config.backbone, "image_size": config.image_size, "batch_size": b,
+              "precision": config.precision, "xla": bool(jit), "update": update, "devices": device_kinds(tf),
+              "steps": {}, "ratios": {}}
     labels = dict(fra="FRA step", floor="floor (2 fwd+bwd + 2 fwd)", fra_keras_attention="FRA, Keras MHA decoder",
                   fra_unfused_bn="FRA, unfused BatchNorm", floor_unfused_bn="floor, unfused BatchNorm")
     for name in times:
         med, best = statistics.median(times[name]), min(times[name])
         print(f"{labels[name]:28s} {b / med:8.1f} samples/s (median)  {b / best:8.1f} (best)  {1000 * med:8.1f} ms/step"
               f"  {1000 * statistics.median(cpu[name]):8.1f} CPU ms/step")
+        report["steps"][name] = {"samples_per_s": b / med, "samples_per_s_best": b / best, "ms_per_step": 1000 * med,
+                                 "cpu_ms_per_step": 1000 * statistics.median(cpu[name])}
     for name, base in (("fra", "floor"), ("fra_keras_attention", "floor"), ("fra_keras_attention", "fra"),
                        ("fra_unfused_bn", "floor_unfused_bn"), ("fra_unfused_bn", "fra"),
                        ("floor_unfused_bn", "floor")):
         if name in times:
             ratios = sorted(f / g for f, g in zip(times[name], times[base]))
+            report["ratios"][f"{name}/{base}"] = statistics.median(times[name]) / statistics.median(times[base])
             print(f"{labels[name]} / {labels[base].split(' (')[0]} time ratio: "
                   f"{statistics.median(times[name]) / statistics.median(times[base]):.2f} "
                   f"(per-round ratios {ratios[0]:.2f}-{ratios[-1]:.2f}); CPU-time ratio "
                   f"{statistics.median(cpu[name]) / statistics.median(cpu[base]):.2f}")
     print(f"memory: {peak_memory()}")
+    report["peak_memory_gib"] = peak_memory_gib()
+    if args.json:
+        write_report(args.json, report)
     if args.step_times:
         for name, records in time_single_steps(steps, views, args.step_times).items():
             print_step_times(labels[name], records)
