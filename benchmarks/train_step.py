@@ -41,6 +41,9 @@ and prints unfused / fused time ratios measured side by side.
 
 --pieces adds a breakdown: forward+backward time of each head on the real feature shapes, the losses,
 the optimiser update and the EMA, each as its own `tf.function` (see docs/scaling.md for figures).
+--profile-ops runs --steps more steps of the FRA step and of the floor under the TensorFlow profiler and
+prints, by op type, the kernels' time per step summed over the executor's threads and the ops per
+step, side by side with their difference: where the FRA step's extra time goes (docs/scaling.md).
 --json PATH also writes the figures of the rounds (samples/s, ms and CPU ms per step, ratios, peak memory).
 Any FRAConfig field can be overridden with its flag (`--hidden-dim 1024`, `--precision mixed_bfloat16`).
 """
@@ -85,6 +88,8 @@ def parse_args(argv=None):
     parser.add_argument("--compare-unfused-batchnorm", action="store_true",
                         help="also time, in the same rounds, the FRA step and the floor with fused_batchnorm=False "
                              "(Keras's BatchNorm ops) and print unfused / fused ratios")
+    parser.add_argument("--profile-ops", action="store_true",
+                        help="also profile --steps steps of each and print their op time by op type")
     parser.add_argument("--json", default=None, metavar="PATH",
                         help="also write the figures (samples/s, ms and CPU ms per step, ratios, peak memory) here")
     parser.add_argument("--gc-off", action="store_true",
@@ -434,6 +439,61 @@ def peak_memory():
     return text + " (this process: FRA and floor together)"
 
 
+def profile_ops(fn, views, steps):
+    """{op type: (ms per step summed over threads, ops per step)} of `steps` calls of `fn(views)`, read
+    from the TensorFlow profiler's host trace: the events of the executor's compute threads named
+    "<op name>:<op type>". The profiler adds a cost of its own to every op, so these are shares, not
+    timings; a step of many small ops is inflated more than one of few large ops."""
+    import collections
+    import glob
+    import tempfile
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory(prefix="fra_profile_") as logdir:
+        tf.profiler.experimental.start(logdir)
+        try:
+            for _ in range(steps):
+                out = fn(views)
+                float(tf.reduce_sum(first(out)))
+        finally:
+            tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
+            space.ParseFromString(f.read())
+    time_ps, count = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if "::" in name or name.count(":") != 1:      # executor / thread-pool events, not ops
+                    continue
+                op_type = name.split(":")[1]
+                time_ps[op_type] += event.duration_ps
+                count[op_type] += 1
+    return {k: (time_ps[k] / 1e9 / steps, count[k] / steps) for k in count}
+
+
+def print_op_profile(fns, views, steps, top=25):
+    """Print `profile_ops` of the FRA step and the floor side by side, the op types with the largest
+    difference first."""
+    prof = {name: profile_ops(fn, views, steps) for name, fn in fns.items()}
+    fra, floor = prof["fra"], prof["floor"]
+    total = {k: sum(ms for ms, _ in p.values()) for k, p in prof.items()}
+    ops = {k: sum(n for _, n in p.values()) for k, p in prof.items()}
+    print(f"op profile ({steps} steps of each; kernel ms per step summed over threads, with the profiler's "
+          f"overhead): FRA {total['fra']:.0f} ms in {ops['fra']:.0f} ops, floor {total['floor']:.0f} ms in "
+          f"{ops['floor']:.0f} ops, ratio {total['fra'] / max(total['floor'], 1e-9):.2f}")
+    print(f"  {'op type':36s} {'FRA ms':>9s} {'floor ms':>9s} {'FRA-floor':>10s} {'FRA ops':>8s} {'floor ops':>9s}")
+    kinds = sorted(set(fra) | set(floor), key=lambda k: -abs(fra.get(k, (0, 0))[0] - floor.get(k, (0, 0))[0]))
+    for k in kinds[:top]:
+        a, b = fra.get(k, (0.0, 0.0)), floor.get(k, (0.0, 0.0))
+        print(f"  {k:36s} {a[0]:9.1f} {b[0]:9.1f} {a[0] - b[0]:10.1f} {a[1]:8.0f} {b[1]:9.0f}")
+
+
 def device_kinds(tf):
     """The physical device kinds TensorFlow sees, e.g. ["CPU", "GPU"]."""
     return sorted({d.device_type for d in tf.config.list_physical_devices()})
@@ -527,6 +587,8 @@ def main(argv=None):
               f"ratio {fra_total / floor_total:.2f} (time ratio above)")
         for name, value in sorted(parts.items(), key=lambda kv: -kv[1]):
             print(f"  {name:30s} {value / 1e9:8.2f} GFLOP  {100 * value / fra_total:5.1f} %")
+    if args.profile_ops:
+        print_op_profile({"fra": fra, "floor": floor}, views, args.steps)
     if args.pieces:
         print("pieces (median ms per call; forward+backward on one view's shapes, batch %d):" % b)
         piece_times = pieces(model, config, views, jit, args.steps, max(args.repeats // 2, 2),

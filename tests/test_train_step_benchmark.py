@@ -96,3 +96,22 @@ def test_unfused_comparison_changes_only_the_batchnorm_kernel():
         online, _ = bench.floor_step_fn(cfg, jit=False, update=False)
         norms = [layer for layer in online.layers if isinstance(layer, BatchNormalization)]
         assert norms and all(layer.fused is fused for layer in norms)
+
+
+def test_profile_ops_counts_the_ops_a_function_runs():
+    """`profile_ops` reads the profiler's trace: a function of exactly three matrix products and one
+    addition shows three matmul ops and one AddV2 per call, whatever kernel (oneDNN or Eigen) runs them."""
+    import tensorflow as tf
+
+    bench = _bench()
+    x = tf.random.normal([64, 64])
+
+    @tf.function
+    def three_matmuls(v):
+        return tf.matmul(tf.matmul(tf.matmul(v, v), v), v) + 1.0
+
+    three_matmuls(x)
+    profile = bench.profile_ops(three_matmuls, x, steps=2)
+    matmuls = {k: v for k, v in profile.items() if k.endswith("MatMul")}
+    assert sum(n for _, n in matmuls.values()) == 3 and profile["AddV2"][1] == 1
+    assert all(ms > 0 for ms, _ in profile.values())
