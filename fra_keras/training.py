@@ -141,7 +141,7 @@ def _train(run: Run, steps_per_epoch, resume, options, data, source, after_fit, 
         run.summary["throughput"] = {"samples_per_second": round(rate, 2), "timed_steps": steps.timed_steps,
                                      "warmup_steps": steps.warmup_steps, "global_batch": config.batch_size}
         log(f"throughput: {rate:.1f} samples/s (view pairs; global batch {config.batch_size}) over the last "
-            f"{steps.timed_steps} steps, after {steps.warmup_steps} warm-up steps")
+            f"{_count(steps.timed_steps, 'step')}, after {_count(steps.warmup_steps, 'warm-up step')}")
     if after_fit is not None:
         run.summary.update(after_fit(run) or {})
     write_json(os.path.join(write_dir, "summary.json"), run.summary)
@@ -151,6 +151,10 @@ def _train(run: Run, steps_per_epoch, resume, options, data, source, after_fit, 
              else "this worker's copies are discarded, the chief writes the run folder")
     log(f"done in {run.summary['seconds']:.0f}s: {where}")
     return run
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def throughput_warmup(steps: int) -> int:

@@ -69,7 +69,7 @@ def test_train_runs_the_hook_after_saving_and_records_its_summary(tmp_path):
     throughput = summary["throughput"]                     # 2 steps: 1 warm-up, 1 timed
     assert (throughput["warmup_steps"], throughput["timed_steps"], throughput["global_batch"]) == (1, 1, config.batch_size)
     assert throughput["samples_per_second"] > 0
-    assert any(line.startswith("throughput: ") and "over the last 1 steps" in line for line in lines)
+    assert any(line.startswith("throughput: ") and "over the last 1 step, after 1 warm-up step" in line for line in lines)
     assert lines[0].startswith("note: ") and "no checkpoint yet" in lines[0]   # resume=True, nothing there
     assert any(line.startswith("weights digest: ") for line in lines)
     assert not os.path.exists(os.path.join(run_dir, "tensorboard"))          # tensorboard_dir=None
