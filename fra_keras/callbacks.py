@@ -123,8 +123,10 @@ class StepCounter(keras.callbacks.Callback):
 
     The first `warmup_steps` steps are left out of the timing: they include tracing / XLA compilation
     and the input pipeline filling its buffers. The window runs from the end of step `warmup_steps` to
-    the end of the last step; `NonFiniteLossGuard` reads every step's loss, so a step's end is when its
-    results exist, also on an accelerator.
+    the end of the last step, so it counts everything the run did in between, the epoch-end callbacks
+    (checkpoints, the monitor) included: the rate a user gets, not the step alone (benchmarks/
+    train_step.py times that). `NonFiniteLossGuard` reads every step's loss, so a step's end is when
+    its results exist, also on an accelerator.
     """
 
     def __init__(self, warmup_steps=1, clock=time.perf_counter):
