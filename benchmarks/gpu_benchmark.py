@@ -83,14 +83,15 @@ def _is_oom(error) -> bool:
 
 
 def _peak_memory():
-    """(bytes, source): peak device memory of GPU:0, else the process's peak RSS."""
-    import resource
+    """(bytes, source): peak device memory of GPU:0, else the process's peak RSS
+    (`train_step.peak_memory_gib`, the step benchmarks' one reading of it)."""
+    sys.path.insert(0, HERE)
+    import train_step
 
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"]), "GPU:0 peak"
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "host peak RSS"
+    peak = train_step.peak_memory_gib()
+    if peak["gpu0"] is not None:
+        return int(peak["gpu0"] * 2**30), "GPU:0 peak"
+    return int(peak["host_rss"] * 2**30), "host peak RSS"
 
 
 def run_trial(args, batch_size) -> dict:
